@@ -1,0 +1,83 @@
+"""Running safety statistics over a vectorised rollout, shared by the callback and the algorithms."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.logger import Logger
+
+from sb3_safe.common.cost import read_vec_costs
+
+
+class SafetyStats:
+    """Accumulates per-episode cost and training-wide violation counts from VecEnv infos.
+
+    Episode costs are summed here from the per-step ``info["cost"]`` rather than read
+    from a monitor, so the statistics are right whatever wrappers the env has.
+
+    :param n_envs: number of sub-environments of the VecEnv
+    :param stats_window_size: number of recent episodes averaged for ``rollout/ep_cost_mean``
+        (SB3's ``stats_window_size``)
+    :param env_id: env name used in cost error messages
+    """
+
+    def __init__(self, n_envs: int, stats_window_size: int = 100, env_id: str = "env") -> None:
+        self.env_id = env_id
+        self.current_costs = np.zeros(n_envs, dtype=np.float64)
+        self.current_violations = np.zeros(n_envs, dtype=np.int64)
+        self.episode_costs: deque[float] = deque(maxlen=stats_window_size)
+        self.episode_violations: deque[int] = deque(maxlen=stats_window_size)
+        self.total_steps = 0
+        self.total_cost = 0.0
+        self.violations_total = 0
+        self.shield_interventions = 0
+        self.shielded_steps = 0
+
+    def update(self, infos: Sequence[Mapping[str, Any]], dones: np.ndarray) -> np.ndarray:
+        """Record one VecEnv step.
+
+        :param infos: the step's info dicts, one per sub-env
+        :param dones: the step's done flags
+        :return: the step's costs, shape (n_envs,)
+        """
+        costs, violations = read_vec_costs(infos, self.env_id, self.total_steps)
+        self.current_costs += costs
+        self.current_violations += violations
+        self.total_steps += len(infos)
+        self.total_cost += float(costs.sum())
+        self.violations_total += int(violations.sum())
+        for info in infos:
+            shield = info.get("shield")
+            if shield is not None:
+                self.shielded_steps += 1
+                self.shield_interventions += int(bool(shield["intervened"]))
+        for idx in np.flatnonzero(dones):
+            self.episode_costs.append(float(self.current_costs[idx]))
+            self.episode_violations.append(int(self.current_violations[idx]))
+            self.current_costs[idx] = 0.0
+            self.current_violations[idx] = 0
+        return costs
+
+    @property
+    def cost_rate(self) -> float:
+        """Average cost per env step since the start of training (Safety Gym's 'cost rate')."""
+        return self.total_cost / max(self.total_steps, 1)
+
+    @property
+    def ep_cost_mean(self) -> float:
+        """Mean summed cost of the recent finished episodes (NaN before the first one ends)."""
+        return float(np.mean(self.episode_costs)) if self.episode_costs else float("nan")
+
+    def record(self, logger: Logger) -> None:
+        """Write the statistics to an SB3 logger under the ``rollout/`` and ``safety/`` keys."""
+        if self.episode_costs:
+            logger.record("rollout/ep_cost_mean", self.ep_cost_mean)
+            logger.record("rollout/ep_violations_mean", float(np.mean(self.episode_violations)))
+        logger.record("safety/violations_total", self.violations_total)
+        logger.record("safety/cost_rate", self.cost_rate)
+        if self.shielded_steps:
+            logger.record("safety/shield_interventions", self.shield_interventions)
+            logger.record("safety/shield_intervention_rate", self.shield_interventions / self.shielded_steps)
