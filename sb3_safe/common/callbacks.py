@@ -1,0 +1,38 @@
+"""Callbacks that bring safety metrics to any SB3 algorithm."""
+
+from __future__ import annotations
+
+from stable_baselines3.common.callbacks import BaseCallback
+
+from sb3_safe.common.cost import env_name
+from sb3_safe.common.safety_stats import SafetyStats
+
+
+class SafetyMetricsCallback(BaseCallback):
+    """Log cost and violation statistics of training to SB3's logger (and so to TensorBoard).
+
+    Works with any SB3 or sb3-contrib algorithm on an env that follows the cost protocol.
+    Keys: ``rollout/ep_cost_mean`` (mean summed cost of the last ``stats_window_size``
+    episodes), ``rollout/ep_violations_mean``, ``safety/violations_total`` (violating steps
+    since the start of training, the cumulative-violations curve of all three papers),
+    ``safety/cost_rate`` (cost per env step since the start) and, when the env is wrapped in a
+    :class:`~sb3_safe.wrappers.SafetyShield`, ``safety/shield_interventions`` and
+    ``safety/shield_intervention_rate``. The statistics are kept in ``self.stats``.
+
+    :param stats_window_size: number of episodes averaged for the episode means (SB3's default 100)
+    :param verbose: verbosity level
+    """
+
+    def __init__(self, stats_window_size: int = 100, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.stats_window_size = stats_window_size
+        self.stats: SafetyStats | None = None
+
+    def _init_callback(self) -> None:
+        self.stats = SafetyStats(self.training_env.num_envs, self.stats_window_size, env_name(self.training_env))
+
+    def _on_step(self) -> bool:
+        assert self.stats is not None
+        self.stats.update(self.locals["infos"], self.locals["dones"])
+        self.stats.record(self.logger)
+        return True

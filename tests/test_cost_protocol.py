@@ -1,0 +1,49 @@
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from sb3_safe.common.cost import CostSignalError, check_gym_env, read_cost, read_vec_costs, validate_cost
+
+
+def test_read_cost_accepts_numbers_and_bools():
+    assert read_cost({"cost": 0.5}) == 0.5
+    assert read_cost({"cost": np.float32(2.0)}) == 2.0
+    assert read_cost({"cost": True}) == 1.0
+    assert read_cost({"cost": np.array([3.0])}) == 3.0
+
+
+@pytest.mark.parametrize(
+    ("info", "fragment"),
+    [
+        ({}, "missing"),
+        ({"cost": math.nan}, "NaN"),
+        ({"cost": math.inf}, "infinite"),
+        ({"cost": -0.1}, "negative"),
+        ({"cost": "high"}, "real number"),
+        ({"cost": [1.0, 2.0]}, "real number"),
+    ],
+)
+def test_bad_costs_name_env_and_step(info, fragment):
+    with pytest.raises(CostSignalError, match=fragment) as err:
+        read_cost(info, "MyEnv-v3", step=17)
+    assert "MyEnv-v3" in str(err.value) and "step 17" in str(err.value)
+
+
+def test_vec_costs_and_violations():
+    costs, violations = read_vec_costs([{"cost": 0.0}, {"cost": 2.0}, {"cost": 0.5, "violation": False}])
+    np.testing.assert_array_equal(costs, [0.0, 2.0, 0.5])
+    np.testing.assert_array_equal(violations, [False, True, False])
+
+
+def test_validate_cost_rejects_nan_from_user_code():
+    with pytest.raises(CostSignalError, match="NaN"):
+        validate_cost(float("nan"), "X-v0")
+
+
+def test_check_gym_env_names_the_problem():
+    with pytest.raises(TypeError, match="needs a gymnasium.Env"):
+        check_gym_env(object(), "CostWrapper")
+    env = gym.make("CartPole-v1")
+    assert check_gym_env(env, "x") is env
