@@ -75,10 +75,11 @@ def test_early_termination_penalty_needs_a_cost_signal():
         EarlyTerminationPenalty(LineEnv(), penalty=-1.0)
 
 
-def test_safety_gymnasium_adapter_converts_six_tuples():
-    env = SafetyGymnasiumAdapter(SixTupleEnv([0.0, 2.0, 0.0]))
+@pytest.mark.parametrize("discrete", [False, True])
+def test_safety_gymnasium_adapter_converts_six_tuples(discrete):
+    env = SafetyGymnasiumAdapter(SixTupleEnv([0.0, 2.0, 0.0], discrete=discrete))
     env.reset()
-    results = run(env, 1, 3)
+    results = run(env, env.action_space.sample(), 3)
     assert all(len(result) == 5 for result in results)
     assert [info["cost"] for *_, info in results] == [0.0, 2.0, 0.0]
     assert [info["violation"] for *_, info in results] == [False, True, False]

@@ -47,10 +47,10 @@ class SixTupleEnv(gym.Env):
     """A Safety-Gymnasium-style env: step returns (obs, reward, cost, terminated, truncated, info)."""
 
     observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-    action_space = gym.spaces.Discrete(2)
 
-    def __init__(self, costs: list[float]) -> None:
+    def __init__(self, costs: list[float], discrete: bool = True) -> None:
         self.costs = costs
+        self.action_space = gym.spaces.Discrete(2) if discrete else gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
         self.t = 0
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
