@@ -1,9 +1,11 @@
 """Train an agent on a safe env for a short budget and print its return, cost and violations.
 
-    python examples/train_safe_agent.py --algo ppo --env SafePendulum-v0 --timesteps 20000
+    python examples/train_safe_agent.py --algo ppo_lag --env SafePendulum-v0 --timesteps 20000
 
-Any SB3 algorithm works: the safety metrics come from ``SafetyMetricsCallback`` and
-``evaluate_safe_policy``, which read the env's ``info["cost"]``.
+The default is PPO-Lagrangian with a per-episode cost budget (``--cost-limit``); ``--algo ppo``
+trains the unconstrained parent for comparison. Any SB3 algorithm works with the safety
+metrics, which come from ``SafetyMetricsCallback`` and ``evaluate_safe_policy`` reading the
+env's ``info["cost"]``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from sb3_safe import SafetyMetricsCallback, evaluate_safe_policy
 
 ALGORITHMS = {
     "ppo": "stable_baselines3:PPO",
+    "ppo_lag": "sb3_safe.ppo_lag:PPOLag",
     "sac": "stable_baselines3:SAC",
+    "sac_lag": "sb3_safe.sac_lag:SACLag",
 }
+CONSTRAINED = {"ppo_lag", "sac_lag"}
 
 
 def load_algorithm(name: str) -> type:
@@ -29,7 +34,8 @@ def load_algorithm(name: str) -> type:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algo", choices=sorted(ALGORITHMS), default="ppo")
+    parser.add_argument("--algo", choices=sorted(ALGORITHMS), default="ppo_lag")
+    parser.add_argument("--cost-limit", type=float, default=1.0, help="per-episode cost budget of the constrained algorithms")
     parser.add_argument("--env", default="SafePendulum-v0", choices=sorted(sb3_safe.envs.SAFE_ENVS))
     parser.add_argument("--timesteps", type=int, default=20_000)
     parser.add_argument("--n-envs", type=int, default=4)
@@ -38,7 +44,8 @@ def main() -> None:
     args = parser.parse_args()
 
     env = make_vec_env(args.env, n_envs=args.n_envs, seed=args.seed)
-    model = load_algorithm(args.algo)("MlpPolicy", env, seed=args.seed, verbose=0)
+    kwargs = {"cost_limit": args.cost_limit} if args.algo in CONSTRAINED else {}
+    model = load_algorithm(args.algo)("MlpPolicy", env, seed=args.seed, verbose=0, **kwargs)
     callback = SafetyMetricsCallback()
     model.learn(args.timesteps, callback=callback)
     returns, _, costs, violations = evaluate_safe_policy(

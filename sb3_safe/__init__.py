@@ -17,6 +17,9 @@ __version__ = "0.1.0"
 register_envs()
 
 _LAZY_ATTRIBUTES: dict[str, str] = {
+    "PPOLag": "sb3_safe.ppo_lag",
+    "TRPOLag": "sb3_safe.trpo_lag",
+    "CPO": "sb3_safe.cpo",
     "SafetyMetricsCallback": "sb3_safe.common.callbacks",
     "evaluate_safe_policy": "sb3_safe.common.evaluation",
 }

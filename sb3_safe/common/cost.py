@@ -35,12 +35,11 @@ def env_name(env: Any) -> str:
         return str(spec.id)
     get_attr = getattr(env, "get_attr", None)
     if callable(get_attr):
-        try:
-            specs = get_attr("spec", indices=[0])
-        except Exception:  # noqa: BLE001 - a VecEnv whose workers lack `spec` still needs a name
-            specs = [None]
-        if specs and specs[0] is not None:
-            return str(specs[0].id)
+        # An SB3 VecEnv: name its first sub-env.
+        spec = get_attr("spec", indices=[0])[0]
+        if spec is not None:
+            return str(spec.id)
+        return type(get_attr("unwrapped", indices=[0])[0]).__name__
     unwrapped = getattr(env, "unwrapped", env)
     return type(unwrapped).__name__
 

@@ -1,0 +1,385 @@
+"""What PPOLag, TRPOLag and CPO share on top of SB3's ``OnPolicyAlgorithm`` (SPEC.md 2.3).
+
+:class:`CostOnPolicyMixin` is mixed in *before* the SB3 / sb3-contrib algorithm
+(``class PPOLag(CostOnPolicyMixin, PPO)``). It
+
+* swaps the rollout buffer for :class:`~sb3_safe.common.buffers.CostRolloutBuffer`
+  (or its Dict twin) and checks that the policy has a cost value function;
+* overrides ``collect_rollouts`` (SB3's loop, plus: read the step costs from the VecEnv infos
+  through :class:`~sb3_safe.common.safety_stats.SafetyStats` / ``read_vec_costs``, store the costs
+  and cost values, bootstrap the cost of time-outs like SB3 bootstraps the reward, run cost GAE);
+* keeps the episode-cost estimate J_c used by the multiplier / CPO;
+* writes the safety statistics next to SB3's ``rollout/`` keys in ``dump_logs``;
+* offers the cost-critic regression used by the trust-region algorithms.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.type_aliases import MaybeCallback
+from stable_baselines3.common.utils import obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
+from torch import nn
+from torch.nn import functional as F
+
+from sb3_safe.common.buffers import CostDictRolloutBuffer, CostRolloutBuffer
+from sb3_safe.common.cost import env_name
+from sb3_safe.common.lagrange import LagrangeMultiplier, UpdateRule
+from sb3_safe.common.safety_stats import SafetyStats
+
+
+def validate_cost_limit(cost_limit: float) -> float:
+    """Return ``cost_limit`` as a float, or raise a ``ValueError`` if it is negative or not finite.
+
+    :param cost_limit: the per-episode cost budget d
+    :return: the budget as a float
+    """
+    value = float(cost_limit)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"cost_limit (the per-episode cost budget) must be a finite number >= 0, got {cost_limit}")
+    return value
+
+
+def make_lagrange_multiplier(
+    cost_limit: float, lagrangian_update: UpdateRule, lagrangian_kwargs: dict[str, Any] | None
+) -> LagrangeMultiplier:
+    """Build the multiplier of a Lagrangian algorithm from its constructor arguments.
+
+    :param cost_limit: the per-episode cost budget d
+    :param lagrangian_update: ``"plain"`` or ``"pid"``
+    :param lagrangian_kwargs: other arguments of :class:`~sb3_safe.common.lagrange.LagrangeMultiplier`
+        (``initial_value``, ``lr``, ``optimizer``, ``kp``, ``ki``, ``kd``, ``d_delay``, ``ema_alpha``, ``lambda_max``)
+    :return: the multiplier
+    """
+    kwargs = dict(lagrangian_kwargs or {})
+    for reserved in ("cost_limit", "update_rule"):
+        if reserved in kwargs:
+            raise ValueError(
+                f"lagrangian_kwargs must not contain {reserved!r}: pass it as the algorithm's "
+                f"{'cost_limit' if reserved == 'cost_limit' else 'lagrangian_update'} argument"
+            )
+    return LagrangeMultiplier(cost_limit, update_rule=lagrangian_update, **kwargs)
+
+
+def normalise_advantages(
+    advantages: th.Tensor, cost_advantages: th.Tensor, normalize_advantage: bool, normalize_cost_advantage: bool
+) -> tuple[th.Tensor, th.Tensor]:
+    """Normalise the reward and cost advantages of a batch without changing the trade-off lambda sets.
+
+    The reward advantage is standardised as in SB3 (``normalize_advantage``). The cost advantage is
+    centred (``normalize_cost_advantage``, as OmniSafe) and divided by the *reward* advantage's standard
+    deviation, so ``A_r - lambda A_c`` stays proportional to the raw Lagrangian. (Standardising A_r alone
+    would inflate it whenever the reward advantage has a small spread, e.g. once the policy is nearly
+    deterministic, and lambda would have to grow without bound to keep the constraint.)
+    A batch of one value is left as it is (SB3 issue #325).
+
+    :param advantages: reward advantages A_r
+    :param cost_advantages: cost advantages A_c
+    :param normalize_advantage: standardise A_r (and rescale A_c by the same factor)
+    :param normalize_cost_advantage: centre A_c
+    :return: the normalised (A_r, A_c)
+    """
+    if advantages.numel() < 2:
+        return advantages, cost_advantages
+    if normalize_cost_advantage:
+        cost_advantages = cost_advantages - cost_advantages.mean()
+    if normalize_advantage:
+        scale = advantages.std() + 1e-8
+        advantages = (advantages - advantages.mean()) / scale
+        cost_advantages = cost_advantages / scale
+    return advantages, cost_advantages
+
+
+class CostOnPolicyMixin:
+    """Cost handling for on-policy SB3 algorithms; mix it in before the SB3 class.
+
+    The subclass's ``__init__`` must call :meth:`_init_cost_settings` *before* the SB3
+    ``__init__`` and build the model itself (SB3's ``_init_setup_model`` pattern).
+
+    Episode-cost estimate J_c (used once per rollout): the mean summed cost of the episodes that
+    finished during the last rollout; when none finished (episodes longer than a rollout), the mean
+    of the last ``stats_window_size`` finished episodes; before the first episode ever ends there is
+    no estimate, and the multiplier / CPO constraint is left as it is for that rollout.
+    """
+
+    # Provided by the SB3 base classes.
+    policy: Any
+    rollout_buffer: RolloutBuffer
+    rollout_buffer_class: type[RolloutBuffer] | None
+    rollout_buffer_kwargs: dict[str, Any]
+    observation_space: spaces.Space
+    action_space: spaces.Space
+    n_envs: int
+    env: VecEnv | None
+    device: th.device
+    gamma: float
+    gae_lambda: float
+    logger: Any
+    num_timesteps: int
+    use_sde: bool
+    sde_sample_freq: int
+    _stats_window_size: int
+    _last_obs: Any
+    _last_episode_starts: Any
+
+    def _init_cost_settings(
+        self,
+        cost_limit: float,
+        gamma: float,
+        gae_lambda: float,
+        cost_gamma: float | None,
+        cost_gae_lambda: float | None,
+        normalize_cost_advantage: bool,
+    ) -> None:
+        self.cost_limit = validate_cost_limit(cost_limit)
+        self.cost_gamma = gamma if cost_gamma is None else float(cost_gamma)
+        self.cost_gae_lambda = gae_lambda if cost_gae_lambda is None else float(cost_gae_lambda)
+        self.normalize_cost_advantage = normalize_cost_advantage
+        self.safety_stats: SafetyStats | None = None
+        self.ep_cost_estimate: float | None = None
+        self._rollout_episode_costs: list[float] = []
+
+    def _setup_model(self) -> None:
+        if self.rollout_buffer_class is None:
+            is_dict = isinstance(self.observation_space, spaces.Dict)
+            self.rollout_buffer_class = CostDictRolloutBuffer if is_dict else CostRolloutBuffer
+        if not issubclass(self.rollout_buffer_class, (CostRolloutBuffer, CostDictRolloutBuffer)):
+            raise TypeError(
+                f"{type(self).__name__} needs a rollout buffer that stores costs (a subclass of "
+                "sb3_safe.common.buffers.CostRolloutBuffer or CostDictRolloutBuffer), "
+                f"got {self.rollout_buffer_class.__name__}"
+            )
+        self.rollout_buffer_kwargs = {
+            **self.rollout_buffer_kwargs,
+            "cost_gamma": self.cost_gamma,
+            "cost_gae_lambda": self.cost_gae_lambda,
+        }
+        super()._setup_model()  # type: ignore[misc]
+        if not callable(getattr(self.policy, "predict_cost_values", None)):
+            raise TypeError(
+                f"{type(self).__name__} needs a policy with a cost value function (predict_cost_values), such as "
+                f"sb3_safe.ppo_lag.policies.CostActorCriticPolicy ('MlpPolicy'); got {type(self.policy).__name__}"
+            )
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        result = super()._setup_learn(  # type: ignore[misc]
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
+        # Like SB3's ep_info_buffer: fresh statistics unless training continues (reset_num_timesteps=False).
+        stale = self.safety_stats is None or self.safety_stats.current_costs.shape[0] != self.n_envs
+        if reset_num_timesteps or stale:
+            self.safety_stats = SafetyStats(self.n_envs, self._stats_window_size, env_name(self.env))
+        return result
+
+    def collect_rollouts(
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: RolloutBuffer,
+        n_rollout_steps: int,
+    ) -> bool:
+        """SB3's ``OnPolicyAlgorithm.collect_rollouts`` plus costs (the additions are marked "cost").
+
+        :param env: the training environment
+        :param callback: callback called at each step
+        :param rollout_buffer: the cost rollout buffer to fill
+        :param n_rollout_steps: number of steps to collect per env
+        :return: False if a callback stopped training early
+        """
+        assert self._last_obs is not None, "No previous observation was provided"
+        assert self.safety_stats is not None, "_setup_learn() must run before collecting rollouts"
+        self.policy.set_training_mode(False)
+
+        n_steps = 0
+        rollout_buffer.reset()
+        self._rollout_episode_costs = []
+        if self.use_sde:
+            self.policy.reset_noise(env.num_envs)
+
+        callback.on_rollout_start()
+
+        while n_steps < n_rollout_steps:
+            if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
+                self.policy.reset_noise(env.num_envs)
+
+            with th.no_grad():
+                obs_tensor = obs_as_tensor(self._last_obs, self.device)
+                actions, values, log_probs = self.policy(obs_tensor)
+                cost_values = self.policy.predict_cost_values(obs_tensor)
+            actions = actions.cpu().numpy()
+
+            clipped_actions = actions
+            if isinstance(self.action_space, spaces.Box):
+                if self.policy.squash_output:
+                    clipped_actions = self.policy.unscale_action(clipped_actions)
+                else:
+                    clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high)
+
+            new_obs, rewards, dones, infos = env.step(clipped_actions)
+
+            # cost: read (and validate) before the callbacks so a missing cost fails at the step that lacks it
+            costs = self._record_step_costs(infos, dones)
+
+            self.num_timesteps += env.num_envs
+
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+
+            self._update_info_buffer(infos, dones)  # type: ignore[attr-defined]
+            n_steps += 1
+
+            if isinstance(self.action_space, spaces.Discrete):
+                actions = actions.reshape(-1, 1)
+
+            # Handle timeout by bootstrapping with value function (SB3 issue #633), for the cost too
+            for idx, done in enumerate(dones):
+                if (
+                    done
+                    and infos[idx].get("terminal_observation") is not None
+                    and infos[idx].get("TimeLimit.truncated", False)
+                ):
+                    terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
+                    with th.no_grad():
+                        terminal_value = self.policy.predict_values(terminal_obs)[0]
+                        terminal_cost_value = self.policy.predict_cost_values(terminal_obs)[0]
+                    rewards[idx] += self.gamma * terminal_value
+                    costs[idx] += self.cost_gamma * float(terminal_cost_value)
+
+            rollout_buffer.add(
+                self._last_obs,
+                actions,
+                rewards,
+                self._last_episode_starts,
+                values,
+                log_probs,
+                cost=costs,
+                cost_value=cost_values,
+            )
+            self._last_obs = new_obs
+            self._last_episode_starts = dones
+
+        with th.no_grad():
+            new_obs_tensor = obs_as_tensor(new_obs, self.device)
+            values = self.policy.predict_values(new_obs_tensor)
+            last_cost_values = self.policy.predict_cost_values(new_obs_tensor)
+
+        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
+        rollout_buffer.compute_cost_returns_and_advantage(  # type: ignore[attr-defined]
+            last_cost_values=last_cost_values, dones=dones
+        )
+        self.ep_cost_estimate = self._estimate_episode_cost()
+
+        callback.update_locals(locals())
+
+        callback.on_rollout_end()
+
+        return True
+
+    def _record_step_costs(self, infos: list[dict[str, Any]], dones: np.ndarray) -> np.ndarray:
+        """Read one VecEnv step's costs into the safety statistics; keep the costs of episodes that end.
+
+        :return: the step costs as float32, a copy the caller may modify (time-out bootstrap)
+        """
+        assert self.safety_stats is not None
+        cost_so_far = self.safety_stats.current_costs.copy()
+        costs = self.safety_stats.update(infos, dones)
+        finished = np.asarray(dones, dtype=bool)
+        self._rollout_episode_costs.extend((cost_so_far + costs)[finished].tolist())
+        return costs.astype(np.float32)
+
+    def _estimate_episode_cost(self) -> float | None:
+        """J_c for the update after this rollout (see the class docstring), or None if no episode ever ended."""
+        if self._rollout_episode_costs:
+            return float(np.mean(self._rollout_episode_costs))
+        assert self.safety_stats is not None
+        running = self.safety_stats.ep_cost_mean
+        return None if math.isnan(running) else running
+
+    def dump_logs(self, iteration: int = 0) -> None:
+        """SB3's ``dump_logs`` with ``rollout/ep_cost_mean`` and the ``safety/`` keys added."""
+        if self.safety_stats is not None:
+            self.safety_stats.record(self.logger)
+        super().dump_logs(iteration)  # type: ignore[misc]
+
+    def _fit_cost_value_function(
+        self, n_epochs: int, batch_size: int, frozen_params: Iterable[nn.Parameter]
+    ) -> list[float]:
+        """Regress the cost value function on the cost returns (trust-region algorithms).
+
+        Mirrors sb3-contrib TRPO's critic update: Adam on the policy optimiser, with the gradients of
+        the actor parameters removed so the critic step cannot move the policy outside the trust region.
+
+        :param n_epochs: passes over the rollout
+        :param batch_size: minibatch size
+        :param frozen_params: parameters that must not move (the actor's)
+        :return: the minibatch losses
+        """
+        frozen = list(frozen_params)
+        losses = []
+        for _ in range(n_epochs):
+            for rollout_data in self.rollout_buffer.get(batch_size):
+                cost_values = self.policy.predict_cost_values(rollout_data.observations).flatten()
+                loss = F.mse_loss(rollout_data.cost_returns, cost_values)
+                losses.append(loss.item())
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                for param in frozen:
+                    param.grad = None
+                self.policy.optimizer.step()
+        return losses
+
+    def _actor_parameters(self) -> list[nn.Parameter]:
+        """The policy's actor parameters, by sb3-contrib TRPO's rule (names without "value")."""
+        return [param for name, param in self.policy.named_parameters() if "value" not in name]
+
+    def _record_cost_estimate(self) -> None:
+        if self.ep_cost_estimate is not None:
+            self.logger.record("train/ep_cost_estimate", self.ep_cost_estimate)
+
+
+class LagrangianMixin(CostOnPolicyMixin):
+    """:class:`CostOnPolicyMixin` plus one :class:`~sb3_safe.common.lagrange.LagrangeMultiplier`.
+
+    The multiplier is built in ``__init__`` (not in ``_setup_model``) so that SB3's ``load``,
+    which restores the pickled attributes and then calls ``_setup_model``, keeps the saved lambda.
+    """
+
+    lagrange_multiplier: LagrangeMultiplier
+
+    def _init_lagrangian(self, lagrangian_update: UpdateRule, lagrangian_kwargs: dict[str, Any] | None) -> None:
+        self.lagrangian_update = lagrangian_update
+        self.lagrangian_kwargs = dict(lagrangian_kwargs or {})
+        self.lagrange_multiplier = make_lagrange_multiplier(self.cost_limit, lagrangian_update, self.lagrangian_kwargs)
+
+    @property
+    def lagrange_value(self) -> float:
+        """The current multiplier lambda."""
+        return self.lagrange_multiplier.value
+
+    def _update_lagrange_multiplier(self) -> float:
+        """One multiplier update from the rollout's J_c (skipped when there is no estimate yet)."""
+        if self.ep_cost_estimate is not None:
+            self.lagrange_multiplier.update(self.ep_cost_estimate)
+        self._record_cost_estimate()
+        self.logger.record("train/lagrange_multiplier", self.lagrange_value)
+        return self.lagrange_value
+
+    def _penalised_advantages(self, advantages: th.Tensor, cost_advantages: th.Tensor, lam: float) -> th.Tensor:
+        """(A_r - lambda A_c) / (1 + lambda), the Lagrangian advantage of SPEC.md 2.3."""
+        return (advantages - lam * cost_advantages) / (1.0 + lam)

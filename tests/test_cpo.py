@@ -1,0 +1,127 @@
+"""CPO: the constrained sub-problem's cases, learning under a budget, save/load, errors, spaces, logger keys."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import configure
+from test_ppo_lag import COST_LIMIT, ThreeChoiceEnv, mean_episode_return, read_csv_keys
+from toy_envs import LineEnv
+
+from sb3_safe.common.cost import CostSignalError
+from sb3_safe.cpo import CPO, CPOCase, solve_cpo_subproblem
+
+DELTA = 0.01
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    threads = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(threads)
+
+
+def make_env(n_envs: int = 2, seed: int = 0, **env_kwargs: Any):
+    return make_vec_env(lambda: ThreeChoiceEnv(**env_kwargs), n_envs=n_envs, seed=seed)
+
+
+def small_cpo(env: Any, **kwargs: Any) -> CPO:
+    settings: dict[str, Any] = dict(
+        n_steps=128, batch_size=64, n_critic_updates=5, target_kl=0.05, cost_limit=COST_LIMIT, seed=0, device="cpu"
+    )
+    settings.update(kwargs)
+    return CPO("MlpPolicy", env, **settings)
+
+
+def solve_with_identity_fisher(g: list[float], b: list[float], c: float):
+    # With H = I the conjugate-gradient solutions are v = g and w = b, and KL ~ |x|^2 / 2.
+    g_t, b_t = th.tensor(g, dtype=th.float64), th.tensor(b, dtype=th.float64)
+    return solve_cpo_subproblem(g_t, b_t, g_t, b_t, c, DELTA)
+
+
+def test_feasible_trust_region_gives_the_trpo_step() -> None:
+    step = solve_with_identity_fisher([1.0, 0.0], [0.0, 1.0], c=-10.0)
+    assert step.case == CPOCase.TRUST_REGION_FEASIBLE
+    np.testing.assert_allclose(step.direction.numpy(), [math.sqrt(2 * DELTA), 0.0], atol=1e-6)
+
+
+def test_infeasible_gives_pure_cost_descent() -> None:
+    step = solve_with_identity_fisher([1.0, 0.0], [0.0, 2.0], c=10.0)
+    assert step.case == CPOCase.INFEASIBLE
+    # -sqrt(2 delta / s) w with s = b.w = 4
+    np.testing.assert_allclose(step.direction.numpy(), [0.0, -math.sqrt(2 * DELTA / 4.0) * 2.0], atol=1e-6)
+
+
+@pytest.mark.parametrize(("c", "case"), [(-0.1, CPOCase.BOUNDARY_FEASIBLE), (0.1, CPOCase.BOUNDARY_INFEASIBLE)])
+def test_boundary_case_lands_on_both_constraints(c: float, case: CPOCase) -> None:
+    # max x1 s.t. c + x1 + x2 <= 0 and |x|^2 <= 2 delta: the optimum is where the line meets the circle.
+    step = solve_with_identity_fisher([1.0, 0.0], [1.0, 1.0], c=c)
+    assert step.case == case
+    root = math.sqrt(4 * DELTA - c**2)
+    np.testing.assert_allclose(step.direction.numpy(), [(-c + root) / 2, (-c - root) / 2], atol=1e-5)
+    assert c + float(step.direction.sum()) == pytest.approx(0.0, abs=1e-5)
+    assert float(step.direction.dot(step.direction)) == pytest.approx(2 * DELTA, rel=1e-4)
+
+
+def test_zero_cost_gradient_gives_the_trpo_step() -> None:
+    step = solve_with_identity_fisher([0.0, 2.0], [0.0, 0.0], c=-1.0)
+    assert step.case == CPOCase.NO_COST_GRADIENT
+    np.testing.assert_allclose(step.direction.numpy(), [0.0, math.sqrt(2 * DELTA)], atol=1e-6)
+
+
+def test_learns_to_respect_the_budget_and_improves_return() -> None:
+    model = small_cpo(make_env(), stats_window_size=40)
+    model.learn(5120)
+    assert model.safety_stats.ep_cost_mean <= COST_LIMIT + 0.5
+    assert mean_episode_return(model) > 6.3
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    model = small_cpo(make_env())
+    model.learn(512)
+    observations = np.linspace(0.0, 1.0, 11, dtype=np.float32).reshape(-1, 1)
+    actions, _ = model.predict(observations, deterministic=True)
+    model.save(tmp_path / "cpo")
+    loaded = CPO.load(tmp_path / "cpo", env=make_env(), device="cpu")
+    assert (loaded.cost_limit, loaded.target_kl, loaded.line_search_max_iter) == (COST_LIMIT, 0.05, 15)
+    np.testing.assert_array_equal(loaded.predict(observations, deterministic=True)[0], actions)
+    loaded.learn(256, reset_num_timesteps=False)
+
+
+def test_bad_inputs_give_clear_errors() -> None:
+    with pytest.raises(ValueError, match="cost_limit"):
+        small_cpo(make_env(), cost_limit=-1.0)
+    with pytest.raises(ValueError, match="target_kl"):
+        small_cpo(make_env(), target_kl=0.0)
+    model = small_cpo(make_vec_env(lambda: LineEnv(discrete=True), n_envs=1))
+    with pytest.raises(CostSignalError, match="LineEnv.*info\\['cost'\\] is missing"):
+        model.learn(128)
+
+
+def test_box_actions_run() -> None:
+    model = small_cpo(make_env(continuous=True))
+    model.learn(256)
+    assert model.logger.name_to_value["train/cpo_case"] in {int(case) for case in CPOCase}
+
+
+def test_logger_keys(tmp_path: Path) -> None:
+    model = small_cpo(make_env())
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(384)
+    expected = {
+        "train/cpo_case",
+        "train/cost_value_loss",
+        "train/ep_cost_estimate",
+        "train/cost_objective",
+        "rollout/ep_cost_mean",
+        "safety/violations_total",
+    }
+    assert expected <= read_csv_keys(tmp_path)

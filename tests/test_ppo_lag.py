@@ -1,0 +1,249 @@
+"""PPOLag: learning under a cost budget, the cost buffer, save/load, errors, spaces and logger keys."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.policies import ActorCriticPolicy
+from toy_envs import LineEnv
+
+from sb3_safe.common.buffers import CostDictRolloutBuffer, CostRolloutBuffer
+from sb3_safe.common.cost import CostSignalError
+from sb3_safe.ppo_lag import PPOLag
+
+COST_LIMIT = 2.0
+
+
+class ThreeChoiceEnv(gym.Env):
+    """10-step episodes; action 0 pays nothing, action 1 pays 0.7 safely, action 2 pays 1 and costs 1.
+
+    A uniform policy earns 5.7 at an episode cost of 3.3; the unconstrained optimum (always action 2)
+    costs 10. Under a budget of 2 the best policy plays action 2 twice and action 1 otherwise (return
+    7.6, cost 2): the constraint binds, and the learner must still move from action 0 to action 1.
+    ``continuous=True`` gives a Box(-1, 1) action mapped to the three choices by thirds; ``dict_obs``
+    wraps the observation in a Dict.
+    """
+
+    def __init__(self, continuous: bool = False, dict_obs: bool = False, horizon: int = 10) -> None:
+        self.horizon = horizon
+        self.continuous = continuous
+        self.dict_obs = dict_obs
+        box = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+        self.observation_space = gym.spaces.Dict({"time": box}) if dict_obs else box
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32) if continuous else gym.spaces.Discrete(3)
+        self.t = 0
+
+    def _obs(self) -> Any:
+        obs = np.array([self.t / self.horizon], dtype=np.float32)
+        return {"time": obs} if self.dict_obs else obs
+
+    def _choice(self, action: Any) -> int:
+        if self.continuous:
+            return int(np.digitize(float(np.asarray(action).reshape(-1)[0]), [-1 / 3, 1 / 3]))
+        return int(action)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        choice = self._choice(action)
+        self.t += 1
+        reward = (0.0, 0.7, 1.0)[choice]
+        return self._obs(), reward, False, self.t >= self.horizon, {"cost": float(choice == 2)}
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tiny networks run fastest on one thread, and the test machine is shared."""
+    threads = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(threads)
+
+
+def make_env(n_envs: int = 2, seed: int = 0, **env_kwargs: Any):
+    return make_vec_env(lambda: ThreeChoiceEnv(**env_kwargs), n_envs=n_envs, seed=seed)
+
+
+def small_ppo_lag(env: Any, **kwargs: Any) -> PPOLag:
+    settings: dict[str, Any] = dict(
+        n_steps=128, batch_size=64, n_epochs=4, learning_rate=3e-3, cost_limit=COST_LIMIT, seed=0, device="cpu"
+    )
+    settings.update(kwargs)
+    return PPOLag("MlpPolicy", env, **settings)
+
+
+def mean_episode_return(model: Any) -> float:
+    return float(np.mean([info["r"] for info in model.ep_info_buffer]))
+
+
+def read_csv_keys(folder: Path) -> set[str]:
+    with open(folder / "progress.csv", newline="") as handle:
+        return set(next(csv.reader(handle)))
+
+
+def test_learns_to_respect_the_budget_and_improves_return() -> None:
+    model = small_ppo_lag(make_env(), stats_window_size=40, lagrangian_kwargs=dict(lr=0.1))
+    model.learn(512)
+    # The near-uniform initial policy costs about 3.3 > 2 per episode, so lambda must have risen.
+    assert model.safety_stats.ep_cost_mean > COST_LIMIT
+    assert model.lagrange_value > 0.1
+    model.learn(4096, reset_num_timesteps=False)
+    assert model.safety_stats.ep_cost_mean <= COST_LIMIT + 0.5
+    assert mean_episode_return(model) > 6.3
+
+
+def test_cost_gae_matches_reward_gae_and_dict_buffer() -> None:
+    obs_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+    reference = RolloutBuffer(6, obs_space, action_space, gamma=0.9, gae_lambda=0.8, n_envs=2)
+    buffer = CostRolloutBuffer(6, obs_space, action_space, gamma=0.9, gae_lambda=0.8, n_envs=2)
+    rng = np.random.default_rng(0)
+    for step in range(6):
+        signal = rng.random(2).astype(np.float32)
+        values = th.as_tensor(rng.random((2, 1)), dtype=th.float32)
+        starts = np.array([step == 3, step == 0], dtype=np.float32)
+        args = (np.zeros((2, 2)), np.zeros(2), signal, starts, values, th.zeros(2))
+        reference.add(*args)
+        buffer.add(*args, cost=signal, cost_value=values)
+    last, dones = th.tensor([0.3, 0.7]), np.array([False, True])
+    reference.compute_returns_and_advantage(last, dones)
+    buffer.compute_cost_returns_and_advantage(last, dones)
+    np.testing.assert_allclose(buffer.cost_advantages, reference.advantages, rtol=1e-6)
+    np.testing.assert_allclose(buffer.cost_returns, reference.returns, rtol=1e-6)
+    samples = next(buffer.get(4))
+    assert samples.cost_returns.shape == (4,) and samples.old_cost_values.shape == (4,)
+
+    dict_buffer = CostDictRolloutBuffer(
+        2, gym.spaces.Dict({"x": obs_space}), action_space, n_envs=1, gamma=0.9, cost_gamma=0.5, cost_gae_lambda=1.0
+    )
+    assert (dict_buffer.cost_gamma, dict_buffer.cost_gae_lambda) == (0.5, 1.0)
+
+
+def test_timeout_bootstraps_the_cost_with_the_cost_value() -> None:
+    # learning_rate=0 keeps the networks fixed, so V_c at the terminal observation can be recomputed.
+    env = make_vec_env(lambda: ThreeChoiceEnv(horizon=4), n_envs=1, seed=0)
+    model = small_ppo_lag(env, n_steps=8, batch_size=8, learning_rate=0.0, cost_gamma=0.5)
+    model.learn(8)
+    buffer = model.rollout_buffer
+    raw_cost = (buffer.actions.reshape(-1) == 2).astype(np.float32)
+    with th.no_grad():
+        terminal_cost_value = float(model.policy.predict_cost_values(th.ones(1, 1))[0, 0])
+    truncated_steps = [3, 7]
+    expected = raw_cost.copy()
+    expected[truncated_steps] += 0.5 * terminal_cost_value
+    np.testing.assert_allclose(buffer.costs.reshape(-1), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_save_load_restores_lambda_and_actions(tmp_path: Path) -> None:
+    model = small_ppo_lag(make_env(), lagrangian_kwargs=dict(lr=0.1))
+    model.learn(512)
+    lam = model.lagrange_value
+    assert lam > 0.001
+    observations = np.linspace(0.0, 1.0, 11, dtype=np.float32).reshape(-1, 1)
+    actions, _ = model.predict(observations, deterministic=True)
+    model.save(tmp_path / "ppo_lag")
+
+    loaded = PPOLag.load(tmp_path / "ppo_lag", env=make_env(), device="cpu")
+    assert loaded.lagrange_value == pytest.approx(lam)
+    assert loaded.cost_limit == COST_LIMIT
+    np.testing.assert_array_equal(loaded.predict(observations, deterministic=True)[0], actions)
+    # The multiplier's optimiser state travels too: the next update is the same.
+    assert loaded.lagrange_multiplier.update(5.0) == pytest.approx(model.lagrange_multiplier.update(5.0))
+    loaded.learn(256, reset_num_timesteps=False)
+
+
+def test_bad_settings_are_rejected() -> None:
+    with pytest.raises(ValueError, match="cost_limit"):
+        small_ppo_lag(make_env(), cost_limit=-1.0)
+    with pytest.raises(ValueError, match="cost_gamma"):
+        small_ppo_lag(make_env(), cost_gamma=1.5)
+    with pytest.raises(TypeError, match="cost value function"):
+        PPOLag(ActorCriticPolicy, make_env(), n_steps=64, batch_size=64, device="cpu")
+    with pytest.raises(TypeError, match="rollout buffer that stores costs"):
+        small_ppo_lag(make_env(), rollout_buffer_class=RolloutBuffer)
+
+
+def test_env_without_cost_names_the_env() -> None:
+    env = make_vec_env(lambda: LineEnv(discrete=True), n_envs=1)
+    model = small_ppo_lag(env)
+    with pytest.raises(CostSignalError, match="LineEnv.*info\\['cost'\\] is missing"):
+        model.learn(128)
+
+
+@pytest.mark.parametrize("cost_value_head", ["separate", "shared"])
+def test_box_actions_and_both_cost_heads_run(cost_value_head: str) -> None:
+    model = small_ppo_lag(make_env(continuous=True), policy_kwargs=dict(cost_value_head=cost_value_head))
+    model.learn(256)
+    names = [name for name, _ in model.policy.named_parameters() if name.startswith("cost_value_net")]
+    assert len(names) == (2 if cost_value_head == "shared" else 6)
+    assert np.isfinite(model.logger.name_to_value["train/cost_value_loss"])
+
+
+def test_dict_observations_and_pid_multiplier_run() -> None:
+    model = PPOLag(
+        "MultiInputPolicy",
+        make_env(dict_obs=True),
+        n_steps=64,
+        batch_size=64,
+        n_epochs=1,
+        cost_limit=0.5,
+        lagrangian_update="pid",
+        seed=0,
+        device="cpu",
+    )
+    assert isinstance(model.rollout_buffer, CostDictRolloutBuffer)
+    model.learn(256)
+    # Every episode costs more than 0.5, so the PID integral term has pushed lambda up.
+    assert model.lagrange_value > 0.0
+
+
+def test_logger_keys(tmp_path: Path) -> None:
+    model = small_ppo_lag(make_env())
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(384)
+    keys = read_csv_keys(tmp_path)
+    expected = {
+        "train/lagrange_multiplier",
+        "train/cost_value_loss",
+        "train/ep_cost_estimate",
+        "rollout/ep_cost_mean",
+        "rollout/ep_rew_mean",
+        "safety/violations_total",
+        "safety/cost_rate",
+    }
+    assert expected <= keys
+
+
+class StopAfterCostlySteps(BaseCallback):
+    """Stops training once it has seen ``budget`` units of cost in the rollout loop's ``costs`` local."""
+
+    def __init__(self, budget: float) -> None:
+        super().__init__()
+        self.budget = budget
+        self.seen = 0.0
+
+    def _on_step(self) -> bool:
+        self.seen += float(np.sum(self.locals["costs"]))
+        return self.seen < self.budget
+
+
+def test_callbacks_see_the_costs_and_can_stop_training() -> None:
+    model = small_ppo_lag(make_env())
+    callback = StopAfterCostlySteps(budget=5.0)
+    model.learn(2048, callback=callback)
+    assert callback.seen >= 5.0
+    assert model.num_timesteps < 128 * 2

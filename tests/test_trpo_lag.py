@@ -1,0 +1,111 @@
+"""TRPOLag: learning under a cost budget, save/load, errors, spaces and logger keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import configure
+from test_ppo_lag import COST_LIMIT, ThreeChoiceEnv, mean_episode_return, read_csv_keys
+from toy_envs import LineEnv
+
+from sb3_safe.common.cost import CostSignalError
+from sb3_safe.trpo_lag import TRPOLag
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    threads = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(threads)
+
+
+def make_env(n_envs: int = 2, seed: int = 0, **env_kwargs: Any):
+    return make_vec_env(lambda: ThreeChoiceEnv(**env_kwargs), n_envs=n_envs, seed=seed)
+
+
+def small_trpo_lag(env: Any, **kwargs: Any) -> TRPOLag:
+    settings: dict[str, Any] = dict(
+        n_steps=128, batch_size=64, n_critic_updates=5, target_kl=0.02, cost_limit=COST_LIMIT, seed=0, device="cpu"
+    )
+    settings.update(kwargs)
+    return TRPOLag("MlpPolicy", env, **settings)
+
+
+def test_learns_to_respect_the_budget_and_improves_return() -> None:
+    model = small_trpo_lag(make_env(), stats_window_size=40, lagrangian_kwargs=dict(lr=0.1))
+    model.learn(512)
+    assert model.safety_stats.ep_cost_mean > COST_LIMIT
+    assert model.lagrange_value > 0.1
+    model.learn(4096, reset_num_timesteps=False)
+    assert model.safety_stats.ep_cost_mean <= COST_LIMIT + 0.5
+    assert mean_episode_return(model) > 6.3
+
+
+def test_lagrangian_advantage_is_written_before_the_trust_region_step() -> None:
+    model = small_trpo_lag(make_env(), n_steps=16, batch_size=16)
+    model.learn(32)
+    buffer = model.rollout_buffer
+    # After train(), the buffer's advantages are the Lagrangian ones: (A_r - lam A_c) / (1 + lam), normalised.
+    buffer.reset()
+    buffer.advantages[:] = np.array([[1.0, -1.0]] * 16, dtype=np.float32)
+    buffer.cost_advantages[:] = np.array([[1.0, 0.0]] * 16, dtype=np.float32)
+    model._write_lagrangian_advantages(lam=3.0)
+    # A_r standardised (std over 32 values of +-1 is ~1.016), A_c centred and divided by the same std.
+    scale = np.std(np.array([1.0, -1.0] * 16), ddof=1) + 1e-8
+    expected_first = (1.0 / scale - 3.0 * 0.5 / scale) / 4.0
+    expected_second = (-1.0 / scale + 3.0 * 0.5 / scale) / 4.0
+    np.testing.assert_allclose(buffer.advantages[0], [expected_first, expected_second], rtol=1e-5)
+
+
+def test_save_load_restores_lambda_and_actions(tmp_path: Path) -> None:
+    model = small_trpo_lag(make_env(), lagrangian_kwargs=dict(lr=0.1))
+    model.learn(512)
+    lam = model.lagrange_value
+    assert lam > 0.001
+    observations = np.linspace(0.0, 1.0, 11, dtype=np.float32).reshape(-1, 1)
+    actions, _ = model.predict(observations, deterministic=True)
+    model.save(tmp_path / "trpo_lag")
+
+    loaded = TRPOLag.load(tmp_path / "trpo_lag", env=make_env(), device="cpu")
+    assert loaded.lagrange_value == pytest.approx(lam)
+    np.testing.assert_array_equal(loaded.predict(observations, deterministic=True)[0], actions)
+    loaded.learn(256, reset_num_timesteps=False)
+
+
+def test_bad_inputs_give_clear_errors() -> None:
+    with pytest.raises(ValueError, match="cost_limit"):
+        small_trpo_lag(make_env(), cost_limit=-0.5)
+    with pytest.raises(ValueError, match="lagrangian_kwargs must not contain 'cost_limit'"):
+        small_trpo_lag(make_env(), lagrangian_kwargs=dict(cost_limit=3.0))
+    model = small_trpo_lag(make_vec_env(lambda: LineEnv(discrete=True), n_envs=1))
+    with pytest.raises(CostSignalError, match="LineEnv.*info\\['cost'\\] is missing"):
+        model.learn(128)
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_discrete_and_box_actions_run(continuous: bool) -> None:
+    model = small_trpo_lag(make_env(continuous=continuous), policy_kwargs=dict(cost_value_head="shared"))
+    model.learn(256)
+    assert np.isfinite(model.logger.name_to_value["train/cost_value_loss"])
+
+
+def test_logger_keys(tmp_path: Path) -> None:
+    model = small_trpo_lag(make_env())
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(384)
+    expected = {
+        "train/lagrange_multiplier",
+        "train/cost_value_loss",
+        "train/ep_cost_estimate",
+        "train/policy_objective",
+        "rollout/ep_cost_mean",
+        "safety/violations_total",
+    }
+    assert expected <= read_csv_keys(tmp_path)
