@@ -1,0 +1,330 @@
+"""Probabilistic dynamics ensembles for model-based safe RL.
+
+The Gaussian ensemble of SMBPO (Thomas, Luo and Ma, *Safe Reinforcement Learning by
+Imagining the Near Future*, NeurIPS 2021, appendix A.3; SPEC.md section 2.1), which is
+the ensemble of MBPO (Janner et al., 2019) and PETS (Chua et al., 2018) with SMBPO's
+branched member architecture. It is reusable by any model-based code of sb3-safe
+(shields, planners): it knows nothing about the RL algorithm that trains it.
+
+All members are evaluated in one batched forward pass: every layer holds weights of
+shape ``(members, in, out)`` and is applied with :func:`torch.baddbmm`, so the cost of a
+forward pass does not grow with a Python loop over members.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch as th
+from torch import nn
+from torch.nn import functional as F
+
+
+class EnsembleLinear(nn.Module):
+    """A stack of ``n_members`` independent linear layers applied in one batched matmul.
+
+    :param n_members: number of ensemble members
+    :param in_features: input width
+    :param out_features: output width
+    """
+
+    def __init__(self, n_members: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.n_members = n_members
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = nn.Parameter(th.empty(n_members, in_features, out_features))
+        self.bias = nn.Parameter(th.zeros(n_members, 1, out_features))
+        # Same fan-in scaling as nn.Linear, drawn independently for every member.
+        bound = 1.0 / math.sqrt(in_features)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        """:param x: inputs of shape ``(members, batch, in_features)``
+        :return: outputs of shape ``(members, batch, out_features)``"""
+        return th.baddbmm(self.bias, x, self.weight)
+
+
+def _ensemble_mlp(n_members: int, sizes: list[int], relu_last: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(EnsembleLinear(n_members, n_in, n_out))
+        if relu_last or i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class GaussianEnsemble(nn.Module):
+    """Ensemble of branched Gaussian MLPs predicting the state change and the reward.
+
+    Each member maps a normalised ``[s, a]`` through a shared trunk (``n_trunk_layers``
+    layers of ``hidden_size`` units, ReLU after each, the last included) into a mean head
+    and a log-variance head (each one hidden layer of ``hidden_size`` then a linear output).
+    The output is ``[s' - s, r]``, normalised by running statistics set with
+    :meth:`fit_normalizers`. The log-variance is soft-clamped between learned per-member
+    bounds (``max_logvar``, ``min_logvar``) as in the authors' code and in PETS.
+
+    With ``violation_head=True`` a third branch (one hidden layer, one logit) predicts the
+    probability that the transition enters an unsafe state; it is trained with a weighted
+    binary cross-entropy on the env's ``info["violation"]`` labels (an sb3-safe addition for
+    envs without a known predicate; not in the paper).
+
+    :param obs_dim: observation size (flat Box observations)
+    :param action_dim: action size (flat Box actions)
+    :param n_members: number of ensemble members (authors' code: 5)
+    :param hidden_size: width of every hidden layer (paper: 200)
+    :param n_trunk_layers: number of trunk layers (paper appendix A.3: 3; authors' code: 2)
+    :param violation_head: also predict the violation probability of the transition
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        n_members: int = 5,
+        hidden_size: int = 200,
+        n_trunk_layers: int = 3,
+        violation_head: bool = False,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("obs_dim", obs_dim),
+            ("action_dim", action_dim),
+            ("n_members", n_members),
+            ("hidden_size", hidden_size),
+            ("n_trunk_layers", n_trunk_layers),
+        ):
+            if int(value) != value or value < 1:
+                raise ValueError(f"GaussianEnsemble: {name} must be a positive integer, got {value!r}")
+        self.obs_dim = obs_dim
+        self.action_dim = action_dim
+        self.n_members = n_members
+        self.input_dim = obs_dim + action_dim
+        self.output_dim = obs_dim + 1
+        self.has_violation_head = violation_head
+
+        self.trunk = _ensemble_mlp(n_members, [self.input_dim] + [hidden_size] * n_trunk_layers, relu_last=True)
+        self.mean_head = _ensemble_mlp(n_members, [hidden_size, hidden_size, self.output_dim], relu_last=False)
+        self.logvar_head = _ensemble_mlp(n_members, [hidden_size, hidden_size, self.output_dim], relu_last=False)
+        self.violation_branch = (
+            _ensemble_mlp(n_members, [hidden_size, hidden_size, 1], relu_last=False) if violation_head else None
+        )
+        self.max_logvar = nn.Parameter(th.full((n_members, 1, self.output_dim), 0.5))
+        self.min_logvar = nn.Parameter(th.full((n_members, 1, self.output_dim), -10.0))
+
+        # Normalisation statistics live in buffers so that they are part of the state dict.
+        self.register_buffer("input_mean", th.zeros(self.input_dim))
+        self.register_buffer("input_std", th.ones(self.input_dim))
+        self.register_buffer("output_mean", th.zeros(self.output_dim))
+        self.register_buffer("output_std", th.ones(self.output_dim))
+
+    # ------------------------------------------------------------------ normalisation
+    def fit_normalizers(self, inputs: th.Tensor, targets: th.Tensor) -> None:
+        """Set the input and output normalisation from data.
+
+        :param inputs: ``[s, a]`` rows, shape ``(n, obs_dim + action_dim)``
+        :param targets: ``[s' - s, r]`` rows, shape ``(n, obs_dim + 1)``
+        """
+        with th.no_grad():
+            self.input_mean.copy_(inputs.mean(0))
+            # A constant input or output (e.g. an unused observation) must not divide by zero.
+            self.input_std.copy_(inputs.std(0, unbiased=False).clamp_min(1e-6))
+            self.output_mean.copy_(targets.mean(0))
+            self.output_std.copy_(targets.std(0, unbiased=False).clamp_min(1e-6))
+
+    def normalize_targets(self, targets: th.Tensor) -> th.Tensor:
+        """Map raw ``[s' - s, r]`` targets to the network's normalised output space."""
+        return (targets - self.output_mean) / self.output_std
+
+    # ------------------------------------------------------------------ forward passes
+    def forward(self, inputs: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+        """All members on (normalised-space) outputs in one pass.
+
+        :param inputs: raw ``[s, a]``, shape ``(batch, in)`` (the same rows for every member)
+            or ``(members, batch, in)`` (one batch per member, used for bootstrapped training)
+        :return: normalised mean and soft-clamped log-variance, each ``(members, batch, obs_dim + 1)``,
+            and the violation logits ``(members, batch, 1)`` (``None`` without a violation head)
+        """
+        x = (inputs - self.input_mean) / self.input_std
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.n_members, -1, -1)
+        z = self.trunk(x)
+        mean = self.mean_head(z)
+        logvar = self.logvar_head(z)
+        logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
+        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
+        violation_logit = self.violation_branch(z) if self.violation_branch is not None else None
+        return mean, logvar, violation_logit
+
+    def loss(
+        self, inputs: th.Tensor, targets: th.Tensor, violations: th.Tensor | None = None, pos_weight: float = 1.0
+    ) -> th.Tensor:
+        """Gaussian NLL summed over members, plus the log-variance bound regulariser of PETS.
+
+        :param inputs: raw ``[s, a]``, shape ``(members, batch, in)``
+        :param targets: raw ``[s' - s, r]``, shape ``(members, batch, obs_dim + 1)``
+        :param violations: 0/1 labels ``(members, batch, 1)`` for the violation head, if it exists
+        :param pos_weight: weight of the positive (violating) class in the cross-entropy, to
+            counter the rarity of violations
+        :return: scalar loss
+        """
+        mean, logvar, violation_logit = self(inputs)
+        target = self.normalize_targets(targets)
+        nll = ((mean - target) ** 2 * th.exp(-logvar) + logvar).mean(dim=(1, 2)).sum()
+        bound_reg = 0.01 * (self.max_logvar.sum() - self.min_logvar.sum())
+        loss = nll + bound_reg
+        if violation_logit is not None:
+            if violations is None:
+                raise ValueError("GaussianEnsemble.loss: the ensemble has a violation head but got no labels")
+            bce = F.binary_cross_entropy_with_logits(
+                violation_logit,
+                violations,
+                pos_weight=th.tensor(pos_weight, device=violation_logit.device),
+                reduction="none",
+            )
+            loss = loss + bce.mean(dim=(1, 2)).sum()
+        return loss
+
+    @th.no_grad()
+    def holdout_mse(self, inputs: th.Tensor, targets: th.Tensor) -> float:
+        """Mean squared error of the members' means on held-out data, in normalised output units
+        (so that 1.0 is the error of predicting the mean target), averaged over members.
+
+        :param inputs: raw ``[s, a]``, shape ``(n, in)``
+        :param targets: raw ``[s' - s, r]``, shape ``(n, obs_dim + 1)``
+        """
+        mean, _, _ = self(inputs)
+        return float(((mean - self.normalize_targets(targets)) ** 2).mean())
+
+    @th.no_grad()
+    def sample_step(
+        self, obs: th.Tensor, actions: th.Tensor, generator: th.Generator | None = None
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+        """Sample one model transition per row, each row from a uniformly drawn member (MBPO).
+
+        Only the drawn member is evaluated for each row: the rows are dealt out to the members by
+        a random permutation (so every row's member is uniform and the members get equal shares),
+        giving a ``(members, batch / members, in)`` block that one batched pass evaluates. This
+        costs one member's FLOPs per row instead of all members'.
+
+        :param obs: raw observations, shape ``(batch, obs_dim)``
+        :param actions: actions, shape ``(batch, action_dim)``
+        :param generator: optional torch random generator
+        :return: next observations ``(batch, obs_dim)``, rewards ``(batch,)``, and the violation
+            probability ``(batch,)`` of the drawn member (``None`` without a violation head)
+        """
+        batch, device = obs.shape[0], obs.device
+        inputs = th.cat([obs, actions], dim=-1)
+        per_member = -(-batch // self.n_members)
+        padded = per_member * self.n_members
+        # Pad by repeating rows so that the batch splits evenly; the extra rows are dropped below.
+        inputs = th.cat([inputs, inputs[th.arange(padded - batch, device=device) % batch]])
+        order = th.randperm(padded, device=device, generator=generator)
+        grouped = inputs[order].view(per_member, self.n_members, -1).transpose(0, 1)
+        mean, logvar, violation_logit = self(grouped)
+
+        def ungroup(values: th.Tensor) -> th.Tensor:
+            flat = values.transpose(0, 1).reshape(padded, -1)
+            restored = th.empty_like(flat)
+            restored[order] = flat
+            return restored[:batch]
+
+        mean, std = ungroup(mean), th.exp(0.5 * ungroup(logvar))
+        noise = th.randn(mean.shape, device=device, generator=generator)
+        out = (mean + std * noise) * self.output_std + self.output_mean
+        next_obs = obs + out[:, : self.obs_dim]
+        reward = out[:, self.obs_dim]
+        violation_prob = th.sigmoid(ungroup(violation_logit)).squeeze(-1) if violation_logit is not None else None
+        return next_obs, reward, violation_prob
+
+
+@dataclass
+class EnsembleFitResult:
+    """Summary of one call to :func:`fit_ensemble`.
+
+    :param loss: mean training loss over the last 10% of the updates
+    :param holdout_mse: held-out MSE in normalised output units (NaN when nothing was held out)
+    :param n_train: number of training rows
+    :param n_holdout: number of held-out rows
+    """
+
+    loss: float
+    holdout_mse: float
+    n_train: int
+    n_holdout: int
+
+
+def fit_ensemble(
+    model: GaussianEnsemble,
+    optimizer: th.optim.Optimizer,
+    obs: th.Tensor,
+    actions: th.Tensor,
+    next_obs: th.Tensor,
+    rewards: th.Tensor,
+    n_updates: int,
+    batch_size: int = 256,
+    holdout_fraction: float = 0.1,
+    max_holdout: int = 5000,
+    violations: th.Tensor | None = None,
+    generator: th.Generator | None = None,
+) -> EnsembleFitResult:
+    """Train the ensemble by NLL on real transitions, holding out a slice to report model error.
+
+    Every member draws its own minibatch (bootstrap by independent sampling), all members are
+    updated by one batched backward pass. The normalisers are refit on the training rows first.
+
+    :param model: the ensemble
+    :param optimizer: its optimizer (Adam, lr 1e-3 in the paper)
+    :param obs: observations ``(n, obs_dim)``
+    :param actions: actions ``(n, action_dim)``
+    :param next_obs: next observations ``(n, obs_dim)``
+    :param rewards: rewards ``(n,)``
+    :param n_updates: number of optimizer steps
+    :param batch_size: minibatch size per member
+    :param holdout_fraction: fraction of the rows held out (and never trained on in this call)
+    :param max_holdout: cap on the number of held-out rows
+    :param violations: 0/1 violation labels ``(n,)``, required when the model has a violation head
+    :param generator: optional torch random generator (for reproducible splits and minibatches)
+    :return: the fit summary
+    """
+    n = obs.shape[0]
+    if n < 2:
+        raise ValueError(f"fit_ensemble: need at least 2 transitions to fit a model, got {n}")
+    if not 0.0 <= holdout_fraction < 1.0:
+        raise ValueError(f"fit_ensemble: holdout_fraction must be in [0, 1), got {holdout_fraction}")
+    if n_updates < 1 or batch_size < 1:
+        raise ValueError(f"fit_ensemble: n_updates and batch_size must be >= 1, got {n_updates}, {batch_size}")
+    if model.has_violation_head and violations is None:
+        raise ValueError("fit_ensemble: the model has a violation head, pass the violation labels")
+    device = obs.device
+    inputs = th.cat([obs, actions], dim=-1)
+    targets = th.cat([next_obs - obs, rewards.reshape(-1, 1)], dim=-1)
+    labels = violations.reshape(-1, 1).float() if violations is not None else None
+
+    perm = th.randperm(n, device=device, generator=generator)
+    n_holdout = min(int(n * holdout_fraction), max_holdout)
+    holdout_idx, train_idx = perm[:n_holdout], perm[n_holdout:]
+    model.fit_normalizers(inputs[train_idx], targets[train_idx])
+
+    pos_weight = 1.0
+    if labels is not None:
+        n_pos = float(labels[train_idx].sum())
+        # Violations are rare; weigh them up (bounded) so the head does not learn "never unsafe".
+        pos_weight = float(np.clip((len(train_idx) - n_pos) / max(n_pos, 1.0), 1.0, 100.0))
+
+    losses = []
+    for _ in range(n_updates):
+        pick = train_idx[th.randint(len(train_idx), (model.n_members, batch_size), device=device, generator=generator)]
+        batch_labels = labels[pick] if labels is not None else None
+        loss = model.loss(inputs[pick], targets[pick], batch_labels, pos_weight)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    tail = max(1, n_updates // 10)
+    mean_loss = float(th.stack(losses[-tail:]).mean())
+    holdout = model.holdout_mse(inputs[holdout_idx], targets[holdout_idx]) if n_holdout > 0 else float("nan")
+    return EnsembleFitResult(loss=mean_loss, holdout_mse=holdout, n_train=len(train_idx), n_holdout=n_holdout)

@@ -1,0 +1,131 @@
+"""Tests of the Gaussian dynamics ensemble (sb3_safe.common.dynamics)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch as th
+
+from sb3_safe.common.dynamics import EnsembleLinear, GaussianEnsemble, fit_ensemble
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    # Tiny matmuls on a shared 2-core machine run ~20x faster without intra-op threads.
+    previous = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(previous)
+
+
+def linear_system(n: int, seed: int = 0) -> tuple[th.Tensor, ...]:
+    """x' = A x + B u and r = c.x + d.u with a known (A, B, c, d)."""
+    gen = th.Generator().manual_seed(seed)
+    a = th.tensor([[0.9, 0.1, 0.0], [0.0, 0.8, 0.2], [0.1, 0.0, 0.7]])
+    b = th.tensor([[0.5, 0.0], [0.0, 0.3], [0.2, -0.4]])
+    c, d = th.tensor([1.0, -0.5, 0.25]), th.tensor([0.1, -0.2])
+    obs = th.randn(n, 3, generator=gen)
+    act = th.rand(n, 2, generator=gen) * 2 - 1
+    next_obs = obs @ a.T + act @ b.T
+    rewards = obs @ c + act @ d
+    return obs, act, next_obs, rewards
+
+
+def test_ensemble_linear_matches_one_matmul_per_member() -> None:
+    layer = EnsembleLinear(4, 3, 5)
+    x = th.randn(4, 7, 3)
+    out = layer(x)
+    assert out.shape == (4, 7, 5)
+    for member in range(4):
+        expected = x[member] @ layer.weight[member] + layer.bias[member]
+        assert th.allclose(out[member], expected, atol=1e-6)
+
+
+def test_members_are_initialised_differently_and_shapes_are_batched() -> None:
+    model = GaussianEnsemble(obs_dim=3, action_dim=2, n_members=4, hidden_size=16, n_trunk_layers=2)
+    mean, logvar, logit = model(th.randn(10, 5))
+    assert mean.shape == logvar.shape == (4, 10, 4)
+    assert logit is None
+    assert not th.allclose(mean[0], mean[1])
+
+
+def test_logvar_stays_between_learned_bounds() -> None:
+    model = GaussianEnsemble(obs_dim=3, action_dim=2, n_members=2, hidden_size=16, n_trunk_layers=1)
+    with th.no_grad():
+        _, logvar, _ = model(th.randn(50, 5) * 1000.0)
+    # Soft clamp: a saturated output sits within softplus(-(max - min)) ~ 3e-5 of its bound.
+    assert bool((logvar <= model.max_logvar + 1e-3).all())
+    assert bool((logvar >= model.min_logvar - 1e-3).all())
+    assert float(logvar.max()) > 0.4 and float(logvar.min()) < -9.9  # huge inputs do reach both bounds
+
+
+def test_ensemble_fits_a_known_linear_system() -> None:
+    obs, act, next_obs, rewards = linear_system(2000)
+    th.manual_seed(0)
+    model = GaussianEnsemble(obs_dim=3, action_dim=2, n_members=3, hidden_size=64, n_trunk_layers=2)
+    optimizer = th.optim.Adam(model.parameters(), lr=3e-3)
+    result = fit_ensemble(model, optimizer, obs, act, next_obs, rewards, n_updates=500, batch_size=128)
+    assert result.n_holdout == 200 and result.n_train == 1800
+    # Normalised units: 1.0 would be the error of always predicting the mean change.
+    assert result.holdout_mse < 0.01
+
+    test_obs, test_act, test_next, test_rew = linear_system(500, seed=1)
+    with th.no_grad():
+        mean, _, _ = model(th.cat([test_obs, test_act], dim=-1))
+    raw_mean = mean * model.output_std + model.output_mean  # every member, raw units
+    assert float(((test_obs + raw_mean[..., :3] - test_next) ** 2).mean()) < 0.01
+    assert float(((raw_mean[..., 3] - test_rew) ** 2).mean()) < 0.01
+    # Samples add the learned noise, which is still shrinking after this short fit.
+    pred_next, pred_rew, prob = model.sample_step(test_obs, test_act)
+    assert prob is None
+    assert pred_next.shape == (500, 3) and pred_rew.shape == (500,)
+    assert float(((pred_next - test_next) ** 2).mean()) < 0.1
+    assert float(((pred_rew - test_rew) ** 2).mean()) < 0.1
+
+
+def test_violation_head_learns_a_threshold_label() -> None:
+    obs, act, next_obs, rewards = linear_system(2000)
+    violations = next_obs[:, 0] > 1.0
+    th.manual_seed(0)
+    model = GaussianEnsemble(obs_dim=3, action_dim=2, n_members=2, hidden_size=32, n_trunk_layers=2, violation_head=True)
+    optimizer = th.optim.Adam(model.parameters(), lr=3e-3)
+    fit_ensemble(model, optimizer, obs, act, next_obs, rewards, n_updates=400, batch_size=128, violations=violations)
+    test_obs, test_act, test_next, _ = linear_system(500, seed=2)
+    _, _, prob = model.sample_step(test_obs, test_act)
+    assert prob is not None and prob.shape == (500,)
+    accuracy = float(((prob > 0.5) == (test_next[:, 0] > 1.0)).float().mean())
+    assert accuracy > 0.9
+
+
+def test_bad_inputs_are_rejected() -> None:
+    with pytest.raises(ValueError, match="n_members"):
+        GaussianEnsemble(obs_dim=3, action_dim=2, n_members=0)
+    model = GaussianEnsemble(obs_dim=3, action_dim=2, n_members=2, hidden_size=8, violation_head=True)
+    optimizer = th.optim.Adam(model.parameters())
+    obs, act, next_obs, rewards = linear_system(10)
+    with pytest.raises(ValueError, match="violation labels"):
+        fit_ensemble(model, optimizer, obs, act, next_obs, rewards, n_updates=1)
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_ensemble(model, optimizer, obs[:1], act[:1], next_obs[:1], rewards[:1], n_updates=1, violations=th.zeros(1))
+    with pytest.raises(ValueError, match="holdout_fraction"):
+        fit_ensemble(model, optimizer, obs, act, next_obs, rewards, n_updates=1, holdout_fraction=1.0, violations=th.zeros(10))
+
+
+def test_sample_step_uses_one_uniformly_drawn_member_per_row() -> None:
+    th.manual_seed(0)
+    model = GaussianEnsemble(obs_dim=2, action_dim=1, n_members=3, hidden_size=8, n_trunk_layers=1)
+    with th.no_grad():
+        model.max_logvar.fill_(-30.0)  # (almost) no sampling noise: a row's output identifies its member
+        model.min_logvar.fill_(-40.0)
+    obs, act = th.zeros(7, 2), th.zeros(7, 1)  # 7 rows: not a multiple of the member count
+    with th.no_grad():
+        mean, _, _ = model(th.zeros(1, 3))
+    member_next = mean[:, 0, :2] * model.output_std[:2] + model.output_mean[:2]  # (members, obs_dim)
+    seen = th.zeros(3)
+    for _ in range(200):
+        next_obs, _, _ = model.sample_step(obs, act)
+        distance = ((next_obs[:, None, :] - member_next[None]) ** 2).sum(-1)  # (rows, members)
+        assert bool((distance.min(dim=1).values < 1e-6).all())
+        seen += th.bincount(distance.argmin(dim=1), minlength=3)
+    assert bool((seen / seen.sum() - 1 / 3).abs().max() < 0.05)

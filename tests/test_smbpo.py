@@ -1,0 +1,370 @@
+"""Tests of SMBPO (sb3_safe.smbpo): penalty formulas, buffers, rollouts, learning, save/load, zoo."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.logger import KVWriter, Logger
+
+import sb3_safe  # noqa: F401 - registers the safe envs
+from sb3_safe.smbpo import SMBPO, SMBPOReplayBuffer, deterministic_penalty, stochastic_penalty
+
+TINY: dict[str, Any] = {
+    "learning_starts": 100,
+    "model_initial_gradient_steps": 50,
+    "model_gradient_steps": 20,
+    "model_train_freq": 50,
+    "rollout_batch_size": 5,
+    "rollout_horizon": 3,
+    "batch_size": 32,
+    "model_batch_size": 32,
+    "gradient_steps": 2,
+    "policy_kwargs": {"net_arch": [32, 32]},
+    "model_hidden_size": 32,
+    "ensemble_size": 3,
+    "model_trunk_layers": 2,
+    "buffer_size": 2000,
+    "model_buffer_size": 2000,
+    "seed": 0,
+}
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    # Tiny matmuls on a shared 2-core machine run ~20x faster without intra-op threads.
+    previous = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(previous)
+
+
+class ViolationOnlyEnv(gym.Env):
+    """A point in the plane moved by the action; unsafe (and terminal) when |y| > 1.
+
+    It reports ``info["cost"]`` and ``info["violation"]`` but has no ``is_unsafe`` method.
+    """
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Box(-10.0, 10.0, (2,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.state = np.zeros(2)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.state = np.zeros(2)
+        return self.state.astype(np.float32), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.state = self.state + 0.4 * np.clip(action, -1.0, 1.0)
+        violation = bool(abs(self.state[1]) > 1.0)
+        info = {"cost": float(violation), "violation": violation}
+        return self.state.astype(np.float32), float(self.state[0]), violation, False, info
+
+
+class CaptureWriter(KVWriter):
+    """Keeps every key the logger dumps."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
+        self.keys.update(key_values)
+
+
+def capture_logger(model: SMBPO) -> CaptureWriter:
+    writer = CaptureWriter()
+    model.set_logger(Logger(folder=None, output_formats=[writer]))
+    return writer
+
+
+# ----------------------------------------------------------------------------- penalty C
+
+
+def test_deterministic_penalty_hand_computed() -> None:
+    # (r_max - r_min) / gamma^H - r_max = 2 / 0.25 - 1
+    assert deterministic_penalty(-1.0, 1.0, 0.5, 2) == pytest.approx(7.0)
+    # gamma^H = 0.99^10 = 0.9043821; (1 - 0) / 0.9043821 - 1 = 0.1057272
+    assert deterministic_penalty(0.0, 1.0, 0.99, 10) == pytest.approx(0.1057272, abs=1e-6)
+    assert deterministic_penalty(3.0, 3.0, 0.9, 5) == 0.0  # a negative bound is clipped at 0
+
+
+def test_deterministic_penalty_makes_early_failure_worse_than_any_safe_path() -> None:
+    r_min, r_max, gamma, horizon = -2.0, 3.0, 0.9, 4
+    c = deterministic_penalty(r_min, r_max, gamma, horizon) + 1e-6
+    unsafe_at_h = r_max * (1 - gamma**horizon) / (1 - gamma) - c * gamma**horizon / (1 - gamma)
+    always_safe = r_min / (1 - gamma)
+    assert unsafe_at_h < always_safe
+
+
+def test_stochastic_penalty_hand_computed() -> None:
+    # g = 0.5: alpha1 = (1 (1 - 0.25) - 0.9 * 0) / (0.25 - 0.1) = 5; alpha2 = (2 - 0.5 - 0.5) / 0.4 = 2.5
+    assert stochastic_penalty(0.0, 1.0, 0.5, 1, p=0.1, q=0.5) == pytest.approx(5.0)
+    # g = 0.81, qg = 0.648: alpha1 = (2 * 0.352 + 0.8) / 0.448 = 3.357142857;
+    # alpha2 = (2 * 0.39 + 0.8) / 0.61 = 2.590163934
+    assert stochastic_penalty(-1.0, 2.0, 0.9, 2, p=0.2, q=0.8) == pytest.approx(1.504 / 0.448)
+
+
+def test_stochastic_penalty_reduces_to_the_deterministic_bound() -> None:
+    # q = 1 (failure certain) and p -> 0: alpha1 = alpha2 = (r_max (1 - g) - r_min) / g.
+    stochastic = stochastic_penalty(-1.0, 2.0, 0.95, 5, p=1e-12, q=1.0)
+    assert stochastic == pytest.approx(deterministic_penalty(-1.0, 2.0, 0.95, 5), rel=1e-9)
+
+
+def test_penalty_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="must exceed p"):
+        stochastic_penalty(0.0, 1.0, 0.99, 10, p=0.5, q=0.5)
+    with pytest.raises(ValueError, match="r_min"):
+        deterministic_penalty(2.0, 1.0, 0.99, 10)
+    with pytest.raises(ValueError, match="gamma"):
+        deterministic_penalty(0.0, 1.0, 1.0, 10)
+    with pytest.raises(ValueError, match="horizon"):
+        deterministic_penalty(0.0, 1.0, 0.9, 0)
+    with pytest.raises(ValueError, match="finite"):
+        deterministic_penalty(-math.inf, 1.0, 0.9, 1)
+
+
+# ----------------------------------------------------------------------------- buffers
+
+
+def filled_buffer(real_ratio: float, n_real: int = 50, n_model: int = 40) -> SMBPOReplayBuffer:
+    obs_space = gym.spaces.Box(-10, 10, (2,), np.float32)
+    act_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+    buffer = SMBPOReplayBuffer(100, obs_space, act_space, device="cpu", model_buffer_size=100, real_ratio=real_ratio)
+    info = [{"cost": 0.0, "violation": False}]
+    for _ in range(n_real):
+        buffer.add(np.ones((1, 2)), np.ones((1, 2)), np.zeros((1, 1)), np.array([0.5]), np.array([False]), info)
+    buffer.model_buffer.extend(
+        -th.ones(n_model, 2), th.zeros(n_model, 1), -th.ones(n_model, 2), th.full((n_model,), 0.25),
+        th.arange(n_model) % 4 == 0,
+    )
+    return buffer
+
+
+def test_mixed_batch_has_the_configured_real_fraction() -> None:
+    buffer = filled_buffer(real_ratio=0.25)
+    buffer.unsafe_reward = -100.0
+    batch = buffer.sample(200)
+    from_real = batch.observations[:, 0] > 0
+    assert int(from_real.sum()) == 50
+    assert bool(from_real[:50].all())
+    # Real rows keep their reward; model rows are unpenalised unless flagged unsafe.
+    assert th.all(batch.rewards[:50] == 0.5)
+    model_rewards = batch.rewards[50:, 0]
+    assert set(model_rewards.tolist()) <= {0.25, -100.0}
+    assert th.all(batch.dones[50:, 0][model_rewards == -100.0] == 1.0)
+    assert th.all(batch.dones[50:, 0][model_rewards == 0.25] == 0.0)
+
+
+def test_batch_is_all_real_while_the_model_buffer_is_empty() -> None:
+    buffer = filled_buffer(real_ratio=0.1, n_model=0)
+    batch = buffer.sample(64)
+    assert bool((batch.observations[:, 0] > 0).all())
+
+
+def test_real_violations_are_read_from_infos_and_penalised() -> None:
+    buffer = filled_buffer(real_ratio=1.0, n_real=0, n_model=0)
+    buffer.unsafe_reward = -7.0
+    buffer.add(np.ones((1, 2)), np.ones((1, 2)), np.zeros((1, 1)), np.array([1.0]), np.array([True]),
+               [{"cost": 1.0, "violation": True}])
+    batch = buffer.sample(8)
+    assert th.all(batch.rewards == -7.0) and th.all(batch.dones == 1.0)
+    with pytest.raises(Exception, match="cost"):
+        buffer.add(np.ones((1, 2)), np.ones((1, 2)), np.zeros((1, 1)), np.array([1.0]), np.array([False]), [{}])
+
+
+def test_model_buffer_wraps_around() -> None:
+    buffer = filled_buffer(real_ratio=0.1, n_model=0)
+    model_buffer = buffer.model_buffer
+    model_buffer.extend(th.zeros(70, 2), th.zeros(70, 1), th.zeros(70, 2), th.zeros(70), th.zeros(70, dtype=th.bool))
+    model_buffer.extend(th.ones(50, 2), th.zeros(50, 1), th.ones(50, 2), th.ones(50), th.ones(50, dtype=th.bool))
+    assert model_buffer.size() == 100 and model_buffer.pos == 20
+    assert int(model_buffer.violations.sum()) == 50
+
+
+# ----------------------------------------------------------------------------- rollouts
+
+
+def test_rollouts_stop_at_predicted_unsafe_states() -> None:
+    calls: list[int] = []
+
+    def unsafe_when_velocity_positive(obs: np.ndarray) -> np.ndarray:
+        calls.append(len(obs))
+        return obs[:, 2] > 0.0
+
+    model = SMBPO("MlpPolicy", "SafePendulum-v0", unsafe_predicate=unsafe_when_velocity_positive, **TINY)
+    model.learn(120)  # warm-up, initial fit and a few updates
+    model_buffer = model.replay_buffer.model_buffer
+    model_buffer.pos, model_buffer.full = 0, False
+    stored, n_unsafe = model.model_rollouts(200)
+    assert model_buffer.size() == stored and 0 < n_unsafe < stored
+    # One batched predicate call per rollout step, never one per row.
+    assert len(calls[-3:]) == 3 and calls[-3] == 200
+    flags = model_buffer.violations[:stored]
+    next_velocity = model_buffer.next_observations[:stored, 2]
+    assert th.equal(flags, next_velocity > 0)
+    # Later steps start from earlier next states; none of them may start from an unsafe state.
+    assert bool((model_buffer.observations[200:stored, 2] <= 0).all())
+    assert stored == 200 + calls[-2] + calls[-1]
+
+    model.replay_buffer.real_ratio = 0.0
+    batch = model.replay_buffer.sample(256)
+    expected = -model.penalty_c / (1 - model.gamma)
+    unsafe_rows = batch.next_observations[:, 2] > 0
+    assert th.allclose(batch.rewards[unsafe_rows], th.tensor(expected))
+    assert th.all(batch.dones[unsafe_rows] == 1.0) and th.all(batch.dones[~unsafe_rows] == 0.0)
+
+
+def test_env_predicate_is_found_through_wrappers() -> None:
+    model = SMBPO("MlpPolicy", "SafePendulum-v0", **TINY)
+    predicate = model._resolve_unsafe_fn()
+    obs = np.array([[np.cos(np.deg2rad(25)), np.sin(np.deg2rad(25)), 0.0], [1.0, 0.0, 0.0]])
+    assert predicate(obs).tolist() == [True, False]
+
+
+# ----------------------------------------------------------------------------- learning
+
+
+@pytest.mark.parametrize("env_id", ["SafePendulum-v0", "SafeHopper-v0"])
+def test_learn_runs_and_logs(env_id: str) -> None:
+    model = SMBPO("MlpPolicy", env_id, **TINY)
+    writer = capture_logger(model)
+    model.learn(250, log_interval=1)
+    assert model.num_timesteps == 250
+    assert model.n_model_fits >= 3  # initial fit at step 101, then every 50 steps
+    assert model.replay_buffer.model_buffer.size() > 0
+    expected_c = deterministic_penalty(model.reward_min, model.reward_max, model.gamma, model.rollout_horizon)
+    assert model.penalty_c == pytest.approx(expected_c)
+    assert model.replay_buffer.unsafe_reward == pytest.approx(-expected_c / (1 - model.gamma))
+    assert model.actor.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert model.critic.optimizer.param_groups[0]["lr"] == pytest.approx(3e-4)
+    for key in ("train/penalty_c", "train/model_loss", "train/model_holdout_mse", "safety/violations_total",
+                "train/critic_loss"):
+        assert key in writer.keys
+    if env_id == "SafeHopper-v0":  # random hopper actions fall within a few dozen steps
+        assert "rollout/ep_cost_mean" in writer.keys and model.safety_stats.violations_total > 0
+        assert "rollout/model_violation_rate" in writer.keys
+
+
+def test_fixed_and_stochastic_penalty_modes() -> None:
+    fixed = SMBPO("MlpPolicy", "SafePendulum-v0", penalty=12.5, **TINY)
+    fixed.learn(110)
+    assert fixed.penalty_c == 12.5
+    assert fixed.replay_buffer.unsafe_reward == pytest.approx(-12.5 / (1 - fixed.gamma))
+    stochastic = SMBPO("MlpPolicy", "SafePendulum-v0", penalty="auto-stochastic", penalty_p=0.05, penalty_q=0.5,
+                       **TINY)
+    stochastic.learn(110)
+    assert stochastic.penalty_c == pytest.approx(
+        stochastic_penalty(stochastic.reward_min, stochastic.reward_max, 0.99, 3, p=0.05, q=0.5)
+    )
+
+
+def test_learned_predicate_on_an_env_with_only_violation_infos() -> None:
+    env = ViolationOnlyEnv()
+    with pytest.raises(ValueError, match="is_unsafe"):
+        SMBPO("MlpPolicy", env, **TINY).learn(110)
+    model = SMBPO("MlpPolicy", env, unsafe_predicate="learned", violation_threshold=0.5, **TINY)
+    writer = capture_logger(model)
+    model.learn(250, log_interval=1)
+    assert model.dynamics.has_violation_head
+    assert model.safety_stats.violations_total > 0
+    assert "rollout/model_violation_rate" in writer.keys
+    # The classifier must call far-out states unsafe and the origin safe.
+    obs = th.tensor([[0.0, 0.0], [0.0, 0.95]] * 4)
+    actions = th.tensor([[0.0, 0.0], [0.0, 1.0]] * 4)
+    _, _, prob = model.dynamics.sample_step(obs, actions)
+    assert prob is not None
+    assert float(prob[0]) < float(prob[1])
+
+
+def test_bad_arguments_are_rejected() -> None:
+    with pytest.raises(ValueError, match="penalty"):
+        SMBPO("MlpPolicy", "SafePendulum-v0", penalty="huge")
+    with pytest.raises(ValueError, match="penalty_p and penalty_q"):
+        SMBPO("MlpPolicy", "SafePendulum-v0", penalty="auto-stochastic")
+    with pytest.raises(ValueError, match="must exceed p"):
+        SMBPO("MlpPolicy", "SafePendulum-v0", penalty="auto-stochastic", penalty_p=0.9, penalty_q=0.5)
+    with pytest.raises(ValueError, match="finite number"):
+        SMBPO("MlpPolicy", "SafePendulum-v0", penalty=-1.0)
+    with pytest.raises(ValueError, match="unsafe_predicate"):
+        SMBPO("MlpPolicy", "SafePendulum-v0", unsafe_predicate="oracle")
+    with pytest.raises(ValueError, match="real_ratio"):
+        SMBPO("MlpPolicy", "SafePendulum-v0", real_ratio=1.5)
+    with pytest.raises(ValueError, match="rollout_horizon"):
+        SMBPO("MlpPolicy", "SafePendulum-v0", rollout_horizon=0)
+
+
+# ----------------------------------------------------------------------------- save / load
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    model = SMBPO("MlpPolicy", "SafePendulum-v0", **TINY)
+    model.learn(160)
+    model.save(tmp_path / "smbpo")
+    model.save_replay_buffer(tmp_path / "buffer")
+    loaded = SMBPO.load(tmp_path / "smbpo", env=gym.make("SafePendulum-v0"))
+    loaded.load_replay_buffer(tmp_path / "buffer")
+
+    for key, value in model.dynamics.state_dict().items():
+        assert th.equal(value, loaded.dynamics.state_dict()[key]), key
+    assert loaded.penalty_c == model.penalty_c and loaded.n_model_fits == model.n_model_fits
+    assert loaded.replay_buffer.real_size() == model.replay_buffer.real_size() == 160
+    assert loaded.replay_buffer.model_buffer.size() == model.replay_buffer.model_buffer.size() > 0
+    assert loaded.replay_buffer.unsafe_reward == model.replay_buffer.unsafe_reward
+    obs = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, -2.0]], dtype=np.float32)
+    assert np.allclose(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    assert loaded.actor.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    loaded.learn(60, reset_num_timesteps=False)  # training goes on from the restored state
+    assert loaded.num_timesteps == 220 and loaded.n_model_fits > model.n_model_fits
+
+
+# ----------------------------------------------------------------------------- RL Zoo
+
+
+def test_zoo_train_command(tmp_path: Path) -> None:
+    registry = Path(__file__).resolve().parents[1] / "sb3_safe" / "zoo" / "registry.py"
+    if not registry.is_file():
+        pytest.skip("the sb3-safe zoo plug-in does not exist yet")
+    args = [
+        sys.executable, "-m", "rl_zoo3.train", "--algo", "smbpo", "--env", "SafePendulum-v0", "-n", "160",
+        "--eval-freq", "-1", "--seed", "0", "--num-threads", "1", "-params", "learning_starts:100",
+        "model_initial_gradient_steps:20", "model_gradient_steps:10", "rollout_batch_size:5", "rollout_horizon:3",
+        "gradient_steps:1", "model_hidden_size:32", "ensemble_size:2",
+    ]
+    result = subprocess.run(args, cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "smbpo.yml" in result.stdout
+    assert (tmp_path / "logs" / "smbpo" / "SafePendulum-v0_1" / "SafePendulum-v0.zip").is_file()
+
+
+# ----------------------------------------------------------------------------- benchmark helpers
+
+
+def test_benchmark_flop_counter_counts_layer_sizes() -> None:
+    import importlib.util
+
+    from sb3_safe.common.dynamics import EnsembleLinear
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "smbpo.py"
+    spec = importlib.util.spec_from_file_location("smbpo_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    net = th.nn.Sequential(th.nn.Linear(3, 4), th.nn.ReLU(), th.nn.Linear(4, 2), EnsembleLinear(5, 2, 6))
+    assert bench.linear_macs(net) == 3 * 4 + 4 * 2 + 5 * 2 * 6
+    model = SMBPO("MlpPolicy", "SafePendulum-v0", **TINY)
+    actor, critics = bench.linear_macs(model.actor), bench.linear_macs(model.critic)
+    assert actor == 3 * 32 + 32 * 32 + 2 * 32 * 1  # latent, then mean and log-std heads
+    assert critics == 2 * (4 * 32 + 32 * 32 + 32 * 1)
+    assert bench.sac_update_flops(model, 10) == 10 * 2.0 * (4 * actor + 7 * critics)
