@@ -1,0 +1,184 @@
+"""Benchmark GuSS against CEM, RCEM, RS and S-RS on SafePendulum-v0 and SafeAcrobot-v0 (SPEC.md 2.4 and 3).
+
+Each (env, algorithm, seed) trains for ``--episodes`` episodes with the hyper-parameters of
+``hyperparams/<algo>.yml`` (optionally with fewer model epochs, ``--model-epochs``), then the
+planner's speed is timed on ``--speed-steps`` real control steps. Writes ``guss_benchmark.json``
+(per-epoch return and p(unsafe), the metrics and the speeds), ``guss_benchmark.png`` (return and
+p(unsafe) per epoch, mean and min/max over seeds) and prints a table of MAR, MRCP(τ),
+p(unsafe), transient p(unsafe), control steps per wall-clock and per CPU second, and the GuSS/CEM
+time per control step ratio.
+
+Example (a smoke run)::
+
+    python benchmarks/guss.py --episodes 3 --seeds 0 1 2 --model-epochs 20 --out /tmp/guss_bench
+
+The paper's MRCP thresholds τ did not survive in the appendix text; the defaults below
+(per-step mean reward) are ours and can be changed with ``--thresholds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+import yaml
+
+import sb3_safe  # noqa: F401 - registers the envs
+from sb3_safe.common.metrics import TrainingLog, summarize
+from sb3_safe.guss import CEM, RCEM, RS, SRS, GuSS, ShootingAlgorithm
+
+ALGOS: dict[str, type[ShootingAlgorithm]] = {"guss": GuSS, "cem": CEM, "rcem": RCEM, "rs": RS, "srs": SRS}
+ENVS = ("SafePendulum-v0", "SafeAcrobot-v0")
+# Per-step mean reward thresholds of MRCP (ours: Pendulum swung up, Acrobot tip about 1.5 above hanging).
+DEFAULT_THRESHOLDS = {"SafePendulum-v0": -1.0, "SafeAcrobot-v0": 1.5}
+HYPERPARAMS_DIR = Path(__file__).resolve().parents[1] / "hyperparams"
+ZOO_ONLY_KEYS = ("n_timesteps", "policy", "n_envs")
+
+
+def algo_kwargs(algo: str, env_id: str, model_epochs: int | None) -> dict[str, Any]:
+    """The constructor arguments of ``hyperparams/<algo>.yml`` for ``env_id``."""
+    entry = dict(yaml.safe_load((HYPERPARAMS_DIR / f"{algo}.yml").read_text())[env_id])
+    for key in ZOO_ONLY_KEYS:
+        entry.pop(key, None)
+    if isinstance(entry.get("policy_kwargs"), str):
+        entry["policy_kwargs"] = eval(entry["policy_kwargs"])  # the zoo's convention for dict strings
+    if model_epochs is not None:
+        entry["model_epochs"] = model_epochs
+    return entry
+
+
+def planning_speed(model: ShootingAlgorithm, n_steps: int) -> tuple[float, float]:
+    """Control steps per second of ``model.predict`` while acting in its env.
+
+    :return: steps per wall-clock second, and per second of this process's CPU time (the speed
+        on an idle core: on a shared machine the wall-clock figure mostly measures the load)
+    """
+    env = model.get_env()
+    assert env is not None
+    obs = env.reset()
+    wall, cpu = 0.0, 0.0
+    for _ in range(n_steps):
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        action, _ = model.predict(obs, deterministic=True)
+        wall += time.perf_counter() - start_wall
+        cpu += time.process_time() - start_cpu
+        obs, _, _, _ = env.step(action)
+    return n_steps / wall, n_steps / max(cpu, 1e-9)
+
+
+def run_one(
+    env_id: str, algo: str, seed: int, episodes: int, model_epochs: int | None, speed_steps: int
+) -> dict[str, Any]:
+    model = ALGOS[algo]("MlpPolicy", env_id, seed=seed, **algo_kwargs(algo, env_id, model_epochs))
+    episode_length = 200
+    start = time.perf_counter()
+    model.learn(episodes * episode_length)
+    train_seconds = time.perf_counter() - start
+    log = TrainingLog.from_records(model.training_log)
+    wall_speed, cpu_speed = planning_speed(model, speed_steps)
+    return {
+        "returns": log.returns.tolist(),
+        "p_unsafe": log.p_unsafe.tolist(),
+        "mean_rewards": log.mean_rewards.tolist(),
+        "train_seconds": train_seconds,
+        "steps_per_s": wall_speed,
+        "steps_per_cpu_s": cpu_speed,
+        "log": log,
+    }
+
+
+def plot(results: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(results), figsize=(6 * len(results), 7), squeeze=False)
+    for column, (env_id, per_algo) in enumerate(results.items()):
+        for algo, runs in per_algo.items():
+            for row, key in enumerate(("returns", "p_unsafe")):
+                curves = np.array([run[key] for run in runs])
+                epochs = np.arange(1, curves.shape[1] + 1)
+                axis = axes[row, column]
+                axis.plot(epochs, curves.mean(axis=0), label=algo)
+                axis.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), alpha=0.2)
+        axes[0, column].set_title(env_id)
+        axes[0, column].set_ylabel("episode return")
+        axes[1, column].set_ylabel("p(unsafe) [%]")
+        axes[1, column].set_xlabel("epoch (episode)")
+        axes[0, column].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=ENVS)
+    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--episodes", type=int, default=10, help="training episodes (epochs) per run")
+    parser.add_argument("--model-epochs", type=int, default=None, help="override the model epochs per refit (300)")
+    parser.add_argument("--speed-steps", type=int, default=20, help="control steps timed after training")
+    parser.add_argument("--thresholds", nargs="+", type=float, default=None, help="MRCP tau per env, in --envs order")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (tiny networks: 1 is fastest)")
+    parser.add_argument("--out", type=Path, default=Path("guss_benchmark"))
+    args = parser.parse_args()
+    if args.episodes < 2:
+        parser.error("--episodes must be >= 2 (the first episode is random)")
+    thresholds = DEFAULT_THRESHOLDS if args.thresholds is None else dict(zip(args.envs, args.thresholds, strict=True))
+    th.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for env_id in args.envs:
+        results[env_id], summary[env_id] = {}, {}
+        for algo in args.algos:
+            runs = []
+            for seed in args.seeds:
+                run = run_one(env_id, algo, seed, args.episodes, args.model_epochs, args.speed_steps)
+                run["metrics"] = summarize(run.pop("log"), thresholds[env_id])
+                runs.append(run)
+                print(f"{env_id} {algo} seed {seed}: {run['metrics']} steps/s {run['steps_per_s']:.1f}", flush=True)
+            results[env_id][algo] = runs
+            keys = ("mar", "mrcp", "p_unsafe", "transient_p_unsafe")
+            # Mean over seeds; MRCP is inf when a seed never reached the threshold.
+            summary[env_id][algo] = {key: float(np.mean([run["metrics"][key] for run in runs])) for key in keys}
+            for key in ("steps_per_s", "steps_per_cpu_s"):
+                summary[env_id][algo][key] = float(np.mean([run[key] for run in runs]))
+        if "guss" in summary[env_id] and "cem" in summary[env_id]:
+            # Time per control step ratio = inverse ratio of the speeds.
+            summary[env_id]["guss_over_cem_time_per_step"] = {
+                "ratio": summary[env_id]["cem"]["steps_per_s"] / summary[env_id]["guss"]["steps_per_s"],
+                "cpu_ratio": summary[env_id]["cem"]["steps_per_cpu_s"] / summary[env_id]["guss"]["steps_per_cpu_s"],
+            }
+
+    (args.out / "guss_benchmark.json").write_text(
+        json.dumps(
+            {"config": {k: str(v) for k, v in vars(args).items()}, "summary": summary, "runs": results}, indent=1
+        )
+    )
+    plot(results, args.out / "guss_benchmark.png")
+    header = f"{'env':<17} {'algo':<5} {'MAR':>8} {'MRCP':>8} {'p(unsafe)%':>11} {'transient%':>11}"
+    print(f"\n{header} {'steps/s':>8} {'steps/cpu-s':>12}")
+    for env_id, per_algo in summary.items():
+        for algo, row in per_algo.items():
+            if algo == "guss_over_cem_time_per_step":
+                ratios = f"{row['ratio']:.2f} (CPU time: {row['cpu_ratio']:.2f})"
+                print(f"{env_id:<17} GuSS/CEM time per control step: {ratios}")
+                continue
+            print(
+                f"{env_id:<17} {algo:<5} {row['mar']:>8.3f} {row['mrcp']:>8.0f} {row['p_unsafe']:>11.2f} "
+                f"{row['transient_p_unsafe']:>11.2f} {row['steps_per_s']:>8.1f} {row['steps_per_cpu_s']:>12.1f}"
+            )
+    print(f"\nwrote {args.out / 'guss_benchmark.json'} and {args.out / 'guss_benchmark.png'}")
+
+
+if __name__ == "__main__":
+    main()

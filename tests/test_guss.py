@@ -1,0 +1,359 @@
+"""GuSS and the shooting planners (sb3_safe.guss): archive, elite rules, toy experiment, SB3 agents."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+import sb3_safe  # noqa: F401 - registers the envs
+from sb3_safe.common.metrics import TrainingLog, mean_p_unsafe
+from sb3_safe.guss import CEM, RCEM, RS, SRS, GuSS
+from sb3_safe.guss.planners import CEMPlanner, GridArchive, GuSSPlanner, RandomShootingPlanner, rcem_elites
+from sb3_safe.guss.rollout import (
+    BatchedMLPPolicies,
+    RolloutEvaluator,
+    acrobot_tip_descriptor,
+    lexicographic_order,
+    pendulum_angle_descriptor,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> object:
+    previous = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(previous)
+
+
+# ----------------------------------------------------------------------------- a tiny navigation task
+
+GOAL = np.array([2.0, 0.0], dtype=np.float32)
+HAZARD_CENTRE, HAZARD_RADIUS, STEP = np.array([1.0, 0.0]), 0.3, 0.1
+
+
+def in_hazard(obs: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(np.asarray(obs, dtype=np.float64)[..., :2] - HAZARD_CENTRE, axis=-1) < HAZARD_RADIUS
+
+
+class ExactPointModel:
+    """The true dynamics of :class:`PointNavEnv` (move by 0.1 * action, reward -distance to goal)."""
+
+    def step(self, observations: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, None]:
+        next_obs = observations + STEP * np.clip(actions, -1.0, 1.0)
+        return next_obs, -np.linalg.norm(next_obs - GOAL, axis=-1), None
+
+
+class PointNavEnv(gym.Env):
+    """Go from (0, 0) to (2, 0); a disc of radius 0.3 around (1, 0) sits on the straight line."""
+
+    def __init__(self, discrete: bool = False, length: int = 30) -> None:
+        self.observation_space = spaces.Box(-3.0, 3.0, (2,), np.float32)
+        self.action_space = spaces.Discrete(4) if discrete else spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.length = length
+        self.pos = np.zeros(2, dtype=np.float32)
+        self.t = 0
+
+    def is_unsafe(self, obs: np.ndarray) -> np.ndarray:
+        return in_hazard(obs)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.pos, self.t = np.zeros(2, dtype=np.float32), 0
+        return self.pos.copy(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if isinstance(self.action_space, spaces.Discrete):
+            action = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]][int(action)], dtype=np.float32)
+        self.pos = np.clip(self.pos + STEP * np.clip(action, -1, 1), -3, 3).astype(np.float32)
+        self.t += 1
+        violation = bool(in_hazard(self.pos))
+        reward = -float(np.linalg.norm(self.pos - GOAL))
+        return self.pos.copy(), reward, False, self.t >= self.length, {"cost": float(violation), "violation": violation}
+
+
+def final_position(observations: np.ndarray) -> np.ndarray:
+    return observations[:, -1, :2]
+
+
+def drive(planner: Any, steps: int = 40) -> tuple[np.ndarray, int]:
+    """Run a planner with the exact model from the start; return the final position and violations."""
+    pos, violations = np.zeros(2, dtype=np.float32), 0
+    for _ in range(steps):
+        pos = (pos + STEP * np.clip(planner.plan(pos), -1.0, 1.0)).astype(np.float32)
+        violations += int(in_hazard(pos))
+    return pos, violations
+
+
+BOX = spaces.Box(-1.0, 1.0, (2,), np.float32)
+OBS = spaces.Box(-3.0, 3.0, (2,), np.float32)
+
+
+def make_guss_planner(seed: int) -> GuSSPlanner:
+    evaluator = RolloutEvaluator(ExactPointModel(), horizon=10, cost_fn=in_hazard)
+    policies = BatchedMLPPolicies(OBS, BOX, [5])
+    return GuSSPlanner(evaluator, BOX, policies, final_position, [-3, -3], [3, 3], grid_size=50, seed=seed)
+
+
+# ----------------------------------------------------------------------------- archive and elite rules
+
+
+def test_archive_keeps_lower_cost_then_higher_return() -> None:
+    archive = GridArchive([4, 4], [0.0, 0.0], [1.0, 1.0], n_params=1)
+    cell = np.array([[0.1, 0.1]])
+    archive.add(np.array([[1.0]]), cell, returns=np.array([10.0]), costs=np.array([2.0]))
+    # Lower cost wins even with a worse return.
+    archive.add(np.array([[2.0]]), cell, returns=np.array([-5.0]), costs=np.array([0.0]))
+    assert len(archive) == 1 and archive.params[0, 0] == 2.0
+    # Higher cost loses even with a better return.
+    archive.add(np.array([[3.0]]), cell, returns=np.array([100.0]), costs=np.array([1.0]))
+    assert archive.params[0, 0] == 2.0
+    # Same cost: the higher return wins; a full tie keeps the incumbent.
+    archive.add(np.array([[4.0]]), cell, returns=np.array([-1.0]), costs=np.array([0.0]))
+    assert archive.params[0, 0] == 4.0
+    archive.add(np.array([[5.0]]), cell, returns=np.array([-1.0]), costs=np.array([0.0]))
+    assert archive.params[0, 0] == 4.0
+    # Candidates of one batch compete too, and other cells are filled independently.
+    archive.add(
+        np.array([[6.0], [7.0], [8.0]]),
+        np.array([[0.9, 0.9], [0.9, 0.95], [0.1, 0.9]]),
+        returns=np.array([1.0, 2.0, 0.0]),
+        costs=np.array([0.0, 0.0, 3.0]),
+    )
+    assert len(archive) == 3
+    assert sorted(archive.params[:, 0].tolist()) == [4.0, 7.0, 8.0]
+    assert archive.params[archive.best(), 0] == 7.0  # zero cost and the best return
+
+
+def test_archive_cells_follow_the_grid() -> None:
+    archive = GridArchive([50, 50], [-np.pi, -np.pi], [np.pi, np.pi], n_params=1)
+    cells = archive.cell_index(np.array([[-np.pi, -np.pi], [np.pi, np.pi], [0.0, 0.0], [-10.0, 10.0]]))
+    assert cells.tolist() == [0, 50 * 50 - 1, 25 * 50 + 25, 49]
+    with pytest.raises(ValueError, match="one entry per descriptor dimension"):
+        GridArchive([50], [0.0, 0.0], [1.0, 1.0], n_params=1)
+
+
+def test_parent_selection_draws_only_zero_cost_elites_and_tops_up_with_random() -> None:
+    archive = GridArchive([10], [0.0], [1.0], n_params=1)
+    costs = np.array([0.0, 1.0, 0.0, 2.0, 0.0, 5.0])
+    archive.add(np.arange(6, dtype=np.float32)[:, None], np.linspace(0.05, 0.95, 6)[:, None], np.zeros(6), costs)
+    generator = np.random.default_rng(0)
+    picks, fill = archive.select_parents(200, generator)
+    assert fill.sum() == 200 - 3  # 3 zero-cost elites: each used once, the rest random
+    assert set(archive.costs[picks[~fill]].tolist()) == {0.0}
+    assert sorted(archive.params[picks[~fill], 0].tolist()) == [0.0, 2.0, 4.0]
+    picks, fill = archive.select_parents(2, generator)
+    assert not fill.any() and (archive.costs[picks] == 0).all()
+    # Over many draws every zero-cost elite is chosen, never an unsafe one.
+    drawn = {int(archive.params[archive.select_parents(2, generator)[0], 0][i]) for _ in range(50) for i in range(2)}
+    assert drawn == {0, 2, 4}
+
+
+def test_guss_offspring_are_random_when_no_elite_is_safe() -> None:
+    planner = make_guss_planner(seed=0)
+    unsafe_elites = np.full((3, planner.policies.n_params), 7.0, np.float32)
+    planner.archive.add(unsafe_elites, np.zeros((3, 2)), np.zeros(3), np.ones(3))
+    children = planner._offspring(5)
+    assert np.abs(children - 7.0).min() > 0.5  # fresh N(0, 1) policies, not mutants of the unsafe elites
+    planner.archive.clear()
+    safe_elite = np.full((1, planner.policies.n_params), 7.0, np.float32)
+    planner.archive.add(safe_elite, np.zeros((1, 2)), np.zeros(1), np.zeros(1))
+    children = planner._offspring(1)
+    assert np.abs(children - 7.0).max() < 0.5  # a mutant (sigma 0.05) of the single safe elite
+
+
+def test_rcem_elite_rule() -> None:
+    costs = np.array([3.0, 0.0, 1.0, 0.0, 2.0, 1.0])
+    returns = np.array([9.0, 1.0, 5.0, 2.0, 8.0, 4.0])
+    # Only 2 safe: both (best return first), then the lowest-cost unsafe ones, ties by return.
+    assert rcem_elites(costs, returns, 4).tolist() == [3, 1, 2, 5]
+    # Enough safe: the best-return safe ones only.
+    costs_safe = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    assert rcem_elites(costs_safe, returns, 3).tolist() == [0, 4, 3]
+    assert lexicographic_order(np.zeros(3), np.array([1.0, 3.0, 2.0])).tolist() == [1, 2, 0]
+
+
+def test_policy_parameter_counts_match_the_paper() -> None:
+    pendulum = BatchedMLPPolicies(spaces.Box(-8, 8, (3,)), spaces.Box(-2, 2, (1,)), [5])
+    acrobot = BatchedMLPPolicies(spaces.Box(-30, 30, (6,)), spaces.Discrete(3), [5, 5])
+    assert pendulum.n_params == 26 and acrobot.n_params == 83
+    params = np.random.default_rng(0).normal(size=(4, 26)).astype(np.float32)
+    actions = pendulum.act(params, np.zeros((4, 3), np.float32))
+    assert actions.shape == (4, 1) and (np.abs(actions) <= 2).all()
+    discrete = acrobot.act(np.zeros((2, 83), np.float32), np.zeros((2, 6), np.float32))
+    assert discrete.shape == (2,) and discrete.dtype.kind == "i"
+
+
+def test_descriptors() -> None:
+    theta = np.array([0.3, -2.0])
+    pendulum_obs = np.zeros((2, 11, 3), np.float32)
+    pendulum_obs[:, :, 0], pendulum_obs[:, :, 1] = np.cos(theta)[:, None], np.sin(theta)[:, None]
+    np.testing.assert_allclose(pendulum_angle_descriptor(pendulum_obs), np.stack([theta, theta], 1), atol=1e-6)
+    hanging = np.zeros((1, 11, 6), np.float32)
+    hanging[..., 0] = hanging[..., 2] = 1.0  # theta1 = theta2 = 0: the tip hangs at (0, -2)
+    np.testing.assert_allclose(acrobot_tip_descriptor(hanging), [[0.0, -2.0, 0.0, -2.0]], atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the toy experiment
+
+
+def test_guss_with_true_dynamics_reaches_the_goal_around_the_hazard_where_rs_and_cem_cross_it() -> None:
+    evaluator = RolloutEvaluator(ExactPointModel(), horizon=10, cost_fn=in_hazard)
+    for seed in (0, 1):
+        position, violations = drive(make_guss_planner(seed))
+        assert violations == 0
+        assert np.linalg.norm(position - GOAL) < 0.2, position
+    for planner in (RandomShootingPlanner(evaluator, BOX, 100, safe=False, seed=0), CEMPlanner(evaluator, BOX, seed=0)):
+        position, violations = drive(planner)
+        assert violations > 0, type(planner).__name__
+        assert np.linalg.norm(position - GOAL) < 0.3
+
+
+def test_discrete_planners_return_valid_actions() -> None:
+    evaluator = RolloutEvaluator(
+        type("M", (), {"step": lambda self, o, a: (o + (a[:, None] == 0), -np.abs(o[:, 0] - 1), None)})(),
+        horizon=4,
+        cost_fn=lambda o: o[:, 0] > 5,
+    )
+    space = spaces.Discrete(3)
+    start = np.zeros(1, np.float32)
+    for planner in (
+        RandomShootingPlanner(evaluator, space, 20, safe=True, seed=0),
+        CEMPlanner(evaluator, space, 10, 3, 2, robust=True, seed=0),
+    ):
+        action = planner.plan(start)
+        assert action.shape == () and 0 <= int(action) < 3
+
+
+# ----------------------------------------------------------------------------- SB3 agents
+
+
+class CountingCallback(BaseCallback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps = 0
+        self.started = False
+
+    def _on_training_start(self) -> None:
+        self.started = True
+
+    def _on_step(self) -> bool:
+        self.steps += 1
+        return True
+
+
+TINY_GUSS = dict(
+    horizon=4, model_epochs=3, n_policies=10, n_initial_policies=5, n_policies_per_generation=5, grid_size=10,
+    policy_kwargs=dict(net_arch=[16, 16], n_components=2),
+)
+
+
+def test_guss_agent_learns_logs_saves_and_loads(tmp_path: Path) -> None:
+    env = PointNavEnv(length=20)
+    model = GuSS("MlpPolicy", env, seed=0, descriptor=final_position, descriptor_bounds=([-3, -3], [3, 3]), **TINY_GUSS)
+    model.set_logger(configure(str(tmp_path / "log"), ["csv"]))
+    callback = CountingCallback()
+    model.learn(50, callback=callback)
+    assert callback.started and callback.steps == 50
+    assert [record["planned"] for record in model.training_log] == [0.0, 1.0]  # the first episode is random
+    assert model.policy.dynamics.is_fitted and model._dataset.size == 50
+    log = TrainingLog.from_records(model.training_log)
+    assert 0 <= mean_p_unsafe(log) <= 100
+    header = (tmp_path / "log" / "progress.csv").read_text().splitlines()[0]
+    for key in ("rollout/ep_p_unsafe", "safety/violations_total", "train/model_nll", "planner/steps_per_s"):
+        assert key in header
+
+    path = tmp_path / "guss_agent"
+    model.save(path)
+    loaded = GuSS.load(path, env=PointNavEnv(length=20), descriptor=final_position)
+    for name, tensor in model.policy.state_dict().items():
+        assert th.equal(tensor, loaded.policy.state_dict()[name]), name
+    assert loaded.training_log == model.training_log and loaded.n_policies == 10
+    obs = np.array([[0.5, 0.1]], dtype=np.float32)
+    model.policy.planner.seed(3)
+    loaded.policy.planner.seed(3)
+    np.testing.assert_array_equal(model.predict(obs)[0], loaded.predict(obs)[0])
+    assert model.predict(obs)[0].shape == (1, 2)
+
+
+@pytest.mark.parametrize("algo_class", [RS, SRS, CEM, RCEM])
+def test_baseline_agents_learn_and_predict_on_a_discrete_env(algo_class: type) -> None:
+    extra = dict(n_sequences=8) if algo_class in (RS, SRS) else dict(n_sequences=8, n_elites=3, n_iterations=2)
+    model = algo_class(
+        "MlpPolicy", PointNavEnv(discrete=True, length=15), seed=0, horizon=3, model_epochs=2,
+        policy_kwargs=dict(net_arch=[8]), **extra,
+    )
+    model.learn(20)
+    action, _ = model.predict(np.zeros(2, np.float32))
+    assert action.shape == () and 0 <= int(action) < 4
+    assert len(model.training_log) == 1 and model.policy.dynamics.is_fitted
+
+
+def test_guss_on_safe_acrobot_plans_discrete_actions_with_its_descriptor() -> None:
+    model = GuSS("MlpPolicy", "SafeAcrobot-v0", seed=0, planning_policy_arch=[5, 5], **TINY_GUSS)
+    model.learn(205)
+    assert model.training_log[0]["length"] == 200 and model.num_timesteps == 205
+    action, _ = model.predict(model.env.reset())
+    assert action.shape == (1,) and 0 <= int(action[0]) < 3
+
+
+def test_learned_cost_head_needs_no_predicate_and_load_without_env_rebuilds_the_predicate(tmp_path: Path) -> None:
+    model = GuSS("MlpPolicy", "SafePendulum-v0", seed=0, cost_source="learned", cost_tolerance=0.1, **TINY_GUSS)
+    assert model.policy.dynamics.predict_cost
+    model.learn(200)
+    model.predict(np.array([1.0, 0.0, 0.0], np.float32))
+
+    env_model = GuSS("MlpPolicy", "SafePendulum-v0", seed=0, **TINY_GUSS)
+    env_model.save(tmp_path / "pendulum")
+    loaded = GuSS.load(tmp_path / "pendulum")  # no env, as the zoo's enjoy does
+    assert loaded.env is None and loaded.policy.planner.evaluator.cost_fn is not None
+    unsafe_obs = np.array([[np.cos(np.deg2rad(25)), np.sin(np.deg2rad(25)), 0.0]], np.float32)
+    assert bool(loaded.policy.planner.evaluator.cost_fn(unsafe_obs)[0])
+
+
+def test_bad_configurations_give_clear_errors() -> None:
+    two_envs = DummyVecEnv([lambda: PointNavEnv(), lambda: PointNavEnv()])
+    with pytest.raises(ValueError, match="n_envs=1"):
+        RS("MlpPolicy", two_envs)
+    with pytest.raises(ValueError, match="no default behaviour descriptor"):
+        GuSS("MlpPolicy", PointNavEnv())
+    with pytest.raises(ValueError, match="descriptor_bounds"):
+        GuSS("MlpPolicy", PointNavEnv(), descriptor=final_position)
+    with pytest.raises(ValueError, match="is_unsafe"):
+        RS("MlpPolicy", gym.make("Pendulum-v1"))
+    with pytest.raises(ValueError, match="cost_source"):
+        RS("MlpPolicy", PointNavEnv(), cost_source="magic")
+    with pytest.raises(ValueError, match="n_elites"):
+        CEM("MlpPolicy", PointNavEnv(), n_sequences=4, n_elites=8)
+
+
+@pytest.mark.skipif(
+    "guss" not in __import__("sb3_safe.zoo", fromlist=["ZOO_ALGOS"]).ZOO_ALGOS, reason="no zoo plug-in"
+)
+def test_zoo_trains_and_enjoys_guss(tmp_path: Path) -> None:
+    params = ["model_epochs:2", "horizon:3", "n_policies:10", "n_initial_policies:5", "grid_size:5"]
+    common = ["--algo", "guss", "--env", "SafePendulum-v0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(args: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    train = run(["rl_zoo3.train", *common, "-n", "210", "--seed", "0", "--eval-freq", "-1", "-params", *params])
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert (tmp_path / "logs" / "guss" / "SafePendulum-v0_1" / "SafePendulum-v0.zip").is_file()
+    enjoy = run(["rl_zoo3.enjoy", *common, "-f", "logs", "-n", "5", "--no-render"])
+    assert enjoy.returncode == 0, enjoy.stderr[-3000:]
