@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,25 +11,12 @@ import pytest
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
-from test_ppo_lag import COST_LIMIT, ThreeChoiceEnv, mean_episode_return, read_csv_keys
-from toy_envs import LineEnv
+from toy_envs import COST_LIMIT, LineEnv, make_env, mean_episode_return, read_csv_keys
 
 from sb3_safe.common.cost import CostSignalError
 from sb3_safe.cpo import CPO, CPOCase, solve_cpo_subproblem
 
 DELTA = 0.01
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
-
-
-def make_env(n_envs: int = 2, seed: int = 0, **env_kwargs: Any):
-    return make_vec_env(lambda: ThreeChoiceEnv(**env_kwargs), n_envs=n_envs, seed=seed)
 
 
 def small_cpo(env: Any, **kwargs: Any) -> CPO:

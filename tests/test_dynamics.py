@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 import torch as th
 
 from sb3_safe.common.dynamics import EnsembleLinear, GaussianEnsemble, fit_ensemble
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # Tiny matmuls on a shared 2-core machine run ~20x faster without intra-op threads.
-    previous = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(previous)
 
 
 def linear_system(n: int, seed: int = 0) -> tuple[th.Tensor, ...]:

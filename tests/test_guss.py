@@ -30,14 +30,6 @@ from sb3_safe.guss.rollout import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> object:
-    previous = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(previous)
-
-
 # ----------------------------------------------------------------------------- a tiny navigation task
 
 GOAL = np.array([2.0, 0.0], dtype=np.float32)

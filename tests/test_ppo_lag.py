@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,67 +14,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.policies import ActorCriticPolicy
-from toy_envs import LineEnv
+from toy_envs import COST_LIMIT, LineEnv, ThreeChoiceEnv, make_env, mean_episode_return, read_csv_keys
 
 from sb3_safe.common.buffers import CostDictRolloutBuffer, CostRolloutBuffer
 from sb3_safe.common.cost import CostSignalError
 from sb3_safe.ppo_lag import PPOLag
-
-COST_LIMIT = 2.0
-
-
-class ThreeChoiceEnv(gym.Env):
-    """10-step episodes; action 0 pays nothing, action 1 pays 0.7 safely, action 2 pays 1 and costs 1.
-
-    A uniform policy earns 5.7 at an episode cost of 3.3; the unconstrained optimum (always action 2)
-    costs 10. Under a budget of 2 the best policy plays action 2 twice and action 1 otherwise (return
-    7.6, cost 2): the constraint binds, and the learner must still move from action 0 to action 1.
-    ``continuous=True`` gives a Box(-1, 1) action mapped to the three choices by thirds; ``dict_obs``
-    wraps the observation in a Dict.
-    """
-
-    def __init__(self, continuous: bool = False, dict_obs: bool = False, horizon: int = 10) -> None:
-        self.horizon = horizon
-        self.continuous = continuous
-        self.dict_obs = dict_obs
-        box = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
-        self.observation_space = gym.spaces.Dict({"time": box}) if dict_obs else box
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32) if continuous else gym.spaces.Discrete(3)
-        self.t = 0
-
-    def _obs(self) -> Any:
-        obs = np.array([self.t / self.horizon], dtype=np.float32)
-        return {"time": obs} if self.dict_obs else obs
-
-    def _choice(self, action: Any) -> int:
-        if self.continuous:
-            return int(np.digitize(float(np.asarray(action).reshape(-1)[0]), [-1 / 3, 1 / 3]))
-        return int(action)
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
-        super().reset(seed=seed)
-        self.t = 0
-        return self._obs(), {}
-
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-        choice = self._choice(action)
-        self.t += 1
-        reward = (0.0, 0.7, 1.0)[choice]
-        return self._obs(), reward, False, self.t >= self.horizon, {"cost": float(choice == 2)}
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny networks run fastest on one thread, and the test machine is shared."""
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
-
-
-def make_env(n_envs: int = 2, seed: int = 0, **env_kwargs: Any):
-    return make_vec_env(lambda: ThreeChoiceEnv(**env_kwargs), n_envs=n_envs, seed=seed)
-
 
 def small_ppo_lag(env: Any, **kwargs: Any) -> PPOLag:
     settings: dict[str, Any] = dict(
@@ -84,15 +26,6 @@ def small_ppo_lag(env: Any, **kwargs: Any) -> PPOLag:
     )
     settings.update(kwargs)
     return PPOLag("MlpPolicy", env, **settings)
-
-
-def mean_episode_return(model: Any) -> float:
-    return float(np.mean([info["r"] for info in model.ep_info_buffer]))
-
-
-def read_csv_keys(folder: Path) -> set[str]:
-    with open(folder / "progress.csv", newline="") as handle:
-        return set(next(csv.reader(handle)))
 
 
 def test_learns_to_respect_the_budget_and_improves_return() -> None:

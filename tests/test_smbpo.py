@@ -6,7 +6,6 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +36,6 @@ TINY: dict[str, Any] = {
     "model_buffer_size": 2000,
     "seed": 0,
 }
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # Tiny matmuls on a shared 2-core machine run ~20x faster without intra-op threads.
-    previous = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(previous)
 
 
 class ViolationOnlyEnv(gym.Env):

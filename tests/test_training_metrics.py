@@ -1,22 +1,15 @@
-import csv
-
 import gymnasium as gym
 import numpy as np
 import pytest
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
-from toy_envs import LineEnv, right_of_three
+from toy_envs import LineEnv, read_csv_keys, right_of_three
 
 from sb3_safe import SafetyMetricsCallback, evaluate_safe_policy
 from sb3_safe.common.cost import CostSignalError
 from sb3_safe.shields import FunctionShield
 from sb3_safe.wrappers import CostWrapper, SafetyShield
-
-
-def logged_keys(folder):
-    with open(folder / "progress.csv") as file:
-        return next(csv.reader(file))
 
 
 @pytest.mark.parametrize(
@@ -32,7 +25,7 @@ def test_callback_logs_safety_keys(tmp_path, algo, kwargs, steps):
     model.set_logger(configure(str(tmp_path), ["csv"]))
     callback = SafetyMetricsCallback()
     model.learn(steps, callback=callback, log_interval=1)
-    keys = logged_keys(tmp_path)
+    keys = read_csv_keys(tmp_path)
     for key in ("rollout/ep_cost_mean", "safety/violations_total", "safety/cost_rate"):
         assert key in keys
     stats = callback.stats
@@ -59,7 +52,7 @@ def test_callback_counts_known_costs_and_shield_interventions(tmp_path):
     callback = SafetyMetricsCallback()
     model.learn(40, callback=callback)
     assert callback.stats.total_steps == 40
-    assert "safety/shield_interventions" in logged_keys(tmp_path)
+    assert "safety/shield_interventions" in read_csv_keys(tmp_path)
     # Mean costs are bounded by the shield: x never exceeds 5, so a step costs at most when x in {4, 5}.
     assert all(cost <= 20 for cost in callback.stats.episode_costs)
     returns, lengths, costs, violations = evaluate_safe_policy(AlwaysRight("MlpPolicy", env), env, 2, return_episode_rewards=True)

@@ -1,11 +1,17 @@
-"""Tiny deterministic envs with hand-checkable states, rewards and costs."""
+"""Tiny deterministic envs with hand-checkable states, rewards and costs, and helpers to read results."""
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecEnv
+
+COST_LIMIT = 2.0  # the per-episode budget used with ThreeChoiceEnv: it binds (see its docstring)
 
 
 class LineEnv(gym.Env):
@@ -61,3 +67,57 @@ class SixTupleEnv(gym.Env):
         cost = self.costs[self.t]
         self.t += 1
         return np.full(2, 0.5, np.float32), 1.0, cost, False, self.t >= len(self.costs), {"extra": 7}
+
+
+class ThreeChoiceEnv(gym.Env):
+    """10-step episodes; action 0 pays nothing, action 1 pays 0.7 safely, action 2 pays 1 and costs 1.
+
+    A uniform policy earns 5.7 at an episode cost of 3.3; the unconstrained optimum (always action 2)
+    costs 10. Under a budget of 2 the best policy plays action 2 twice and action 1 otherwise (return
+    7.6, cost 2): the constraint binds, and the learner must still move from action 0 to action 1.
+    ``continuous=True`` gives a Box(-1, 1) action mapped to the three choices by thirds; ``dict_obs``
+    wraps the observation in a Dict.
+    """
+
+    def __init__(self, continuous: bool = False, dict_obs: bool = False, horizon: int = 10) -> None:
+        self.horizon = horizon
+        self.continuous = continuous
+        self.dict_obs = dict_obs
+        box = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+        self.observation_space = gym.spaces.Dict({"time": box}) if dict_obs else box
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32) if continuous else gym.spaces.Discrete(3)
+        self.t = 0
+
+    def _obs(self) -> Any:
+        obs = np.array([self.t / self.horizon], dtype=np.float32)
+        return {"time": obs} if self.dict_obs else obs
+
+    def _choice(self, action: Any) -> int:
+        if self.continuous:
+            return int(np.digitize(float(np.asarray(action).reshape(-1)[0]), [-1 / 3, 1 / 3]))
+        return int(action)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        choice = self._choice(action)
+        self.t += 1
+        reward = (0.0, 0.7, 1.0)[choice]
+        return self._obs(), reward, False, self.t >= self.horizon, {"cost": float(choice == 2)}
+
+
+def make_env(n_envs: int = 2, seed: int = 0, **env_kwargs: Any) -> VecEnv:
+    """A VecEnv of ThreeChoiceEnv."""
+    return make_vec_env(lambda: ThreeChoiceEnv(**env_kwargs), n_envs=n_envs, seed=seed)
+
+
+def mean_episode_return(model: Any) -> float:
+    return float(np.mean([info["r"] for info in model.ep_info_buffer]))
+
+
+def read_csv_keys(folder: Path) -> set[str]:
+    with open(folder / "progress.csv", newline="") as handle:
+        return set(next(csv.reader(handle)))
