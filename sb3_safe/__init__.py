@@ -20,6 +20,9 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "PPOLag": "sb3_safe.ppo_lag",
     "TRPOLag": "sb3_safe.trpo_lag",
     "CPO": "sb3_safe.cpo",
+    "SACLag": "sb3_safe.sac_lag",
+    "SMBPO": "sb3_safe.smbpo",
+    "GuSS": "sb3_safe.guss",
     "SafetyMetricsCallback": "sb3_safe.common.callbacks",
     "evaluate_safe_policy": "sb3_safe.common.evaluation",
 }

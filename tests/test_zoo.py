@@ -320,8 +320,8 @@ PARENT_TRIAL_VALUES: dict[str, dict[str, Any]] = {
             "net_arch": "small"},
 }
 LAGRANGIAN_TRIAL_VALUES = {
-    "plain": {"lag_update_rule": "plain", "lag_lambda_init": 0.01, "lag_lambda_lr": 0.02},
-    "pid": {"lag_update_rule": "pid", "lag_lambda_init": 0.01, "lag_kp": 0.2, "lag_ki": 0.02, "lag_kd": 0.005},
+    "plain": {"lag_update_rule": "plain", "lag_initial_value": 0.01, "lag_lr": 0.02},
+    "pid": {"lag_update_rule": "pid", "lag_initial_value": 0.01, "lag_kp": 0.2, "lag_ki": 0.02, "lag_kd": 0.005},
 }
 
 
@@ -346,12 +346,10 @@ def test_samplers_give_arguments_the_algorithm_accepts(algo: str, rule: str) -> 
     sampled = HYPERPARAMS_SAMPLER[algo](trial, 1, 1, {"using_her_replay_buffer": False, "her_kwargs": {}})
     assert HYPERPARAMS_CONVERTER[algo](values) == sampled  # a stored trial converts to the same arguments
     model = load_algo(algo)("MlpPolicy", ENV_ID, device="cpu", **sampled)
-    if algo in ("ppo_lag", "trpo_lag"):
+    if algo != "cpo":
+        assert sampled["lagrangian_update"] == rule  # one multiplier API for PPOLag, TRPOLag and SACLag
         assert model.lagrange_multiplier.update_rule == rule
         assert model.lagrange_multiplier.value == pytest.approx(0.01)
-    elif algo == "sac_lag":
-        assert model.lagrange.update_rule == rule
-        assert model.lagrange.value == pytest.approx(0.01)
 
 
 def test_optimize_objective_reports_the_cost_aware_value(tmp_path: Path) -> None:

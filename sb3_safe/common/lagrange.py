@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from typing import Literal
+from typing import Any, Literal
 
 import torch as th
 
@@ -117,3 +118,36 @@ class LagrangeMultiplier:
         self._cost_ema_history.append(self._cost_ema)
         raw = self.kp * self._delta_ema + self._integral + self.kd * derivative
         return min(max(raw, 0.0), self.lambda_max)
+
+
+def validate_cost_limit(cost_limit: float) -> float:
+    """Return ``cost_limit`` as a float, or raise a ``ValueError`` if it is negative or not finite.
+
+    :param cost_limit: the per-episode cost budget d
+    :return: the budget as a float
+    """
+    value = float(cost_limit)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"cost_limit (the per-episode cost budget) must be a finite number >= 0, got {cost_limit}")
+    return value
+
+
+def make_lagrange_multiplier(
+    cost_limit: float, lagrangian_update: UpdateRule, lagrangian_kwargs: dict[str, Any] | None
+) -> LagrangeMultiplier:
+    """Build the multiplier of a Lagrangian algorithm (PPOLag, TRPOLag, SACLag) from its constructor arguments.
+
+    :param cost_limit: the per-episode cost budget d
+    :param lagrangian_update: ``"plain"`` or ``"pid"``
+    :param lagrangian_kwargs: other arguments of :class:`LagrangeMultiplier`
+        (``initial_value``, ``lr``, ``optimizer``, ``kp``, ``ki``, ``kd``, ``d_delay``, ``ema_alpha``, ``lambda_max``)
+    :return: the multiplier
+    """
+    kwargs = dict(lagrangian_kwargs or {})
+    for reserved in ("cost_limit", "update_rule"):
+        if reserved in kwargs:
+            raise ValueError(
+                f"lagrangian_kwargs must not contain {reserved!r}: pass it as the algorithm's "
+                f"{'cost_limit' if reserved == 'cost_limit' else 'lagrangian_update'} argument"
+            )
+    return LagrangeMultiplier(cost_limit, update_rule=lagrangian_update, **kwargs)

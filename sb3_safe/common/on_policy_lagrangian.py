@@ -32,41 +32,13 @@ from torch.nn import functional as F
 
 from sb3_safe.common.buffers import CostDictRolloutBuffer, CostRolloutBuffer
 from sb3_safe.common.cost import env_name
-from sb3_safe.common.lagrange import LagrangeMultiplier, UpdateRule
+from sb3_safe.common.lagrange import (
+    LagrangeMultiplier,
+    UpdateRule,
+    make_lagrange_multiplier,
+    validate_cost_limit,
+)
 from sb3_safe.common.safety_stats import SafetyStats
-
-
-def validate_cost_limit(cost_limit: float) -> float:
-    """Return ``cost_limit`` as a float, or raise a ``ValueError`` if it is negative or not finite.
-
-    :param cost_limit: the per-episode cost budget d
-    :return: the budget as a float
-    """
-    value = float(cost_limit)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"cost_limit (the per-episode cost budget) must be a finite number >= 0, got {cost_limit}")
-    return value
-
-
-def make_lagrange_multiplier(
-    cost_limit: float, lagrangian_update: UpdateRule, lagrangian_kwargs: dict[str, Any] | None
-) -> LagrangeMultiplier:
-    """Build the multiplier of a Lagrangian algorithm from its constructor arguments.
-
-    :param cost_limit: the per-episode cost budget d
-    :param lagrangian_update: ``"plain"`` or ``"pid"``
-    :param lagrangian_kwargs: other arguments of :class:`~sb3_safe.common.lagrange.LagrangeMultiplier`
-        (``initial_value``, ``lr``, ``optimizer``, ``kp``, ``ki``, ``kd``, ``d_delay``, ``ema_alpha``, ``lambda_max``)
-    :return: the multiplier
-    """
-    kwargs = dict(lagrangian_kwargs or {})
-    for reserved in ("cost_limit", "update_rule"):
-        if reserved in kwargs:
-            raise ValueError(
-                f"lagrangian_kwargs must not contain {reserved!r}: pass it as the algorithm's "
-                f"{'cost_limit' if reserved == 'cost_limit' else 'lagrangian_update'} argument"
-            )
-    return LagrangeMultiplier(cost_limit, update_rule=lagrangian_update, **kwargs)
 
 
 def normalise_advantages(

@@ -8,10 +8,9 @@ do not depend on the cost limit, which is part of the problem (it stays as set i
 the search through the cost-aware objective of
 :class:`~sb3_safe.zoo.callbacks.CostAwareTrialEvalCallback`.
 
-The Lagrangian values are stored in the Optuna trial under ``lag_*`` names and
-converted to each algorithm's own arguments (PPOLag/TRPOLag: ``lagrangian_update`` and
-``lagrangian_kwargs``; SACLag: ``lambda_update_rule``, ``lambda_lr``, ``pid_k*``...),
-so that :data:`HYPERPARAMS_CONVERTER` can rebuild the arguments of a stored trial
+The Lagrangian values are stored in the Optuna trial under ``lag_*`` names (``lag_update_rule``
+and ``lag_<key>`` for each key of ``lagrangian_kwargs``) and converted to the arguments that
+PPOLag, TRPOLag and SACLag all take, ``lagrangian_update`` and ``lagrangian_kwargs``, so that :data:`HYPERPARAMS_CONVERTER` can rebuild the arguments of a stored trial
 (``--storage ... --study-name ... --trial-id ...``) like rl_zoo3's converters do.
 
 Search ranges (log-uniform), centred on the published defaults of SPEC.md 2.3:
@@ -38,16 +37,16 @@ def sample_lagrangian_params(trial: optuna.Trial) -> dict[str, Any]:
     """Sample the multiplier's update rule and its parameters (raw ``lag_*`` trial values).
 
     :param trial: the Optuna trial
-    :return: ``{"lag_update_rule": "plain"|"pid", "lag_lambda_init": ..., then "lag_lambda_lr"
+    :return: ``{"lag_update_rule": "plain"|"pid", "lag_initial_value": ..., then "lag_lr"
         (plain) or "lag_kp", "lag_ki", "lag_kd" (PID)}``
     """
     rule = trial.suggest_categorical("lag_update_rule", ["plain", "pid"])
     raw: dict[str, Any] = {
         "lag_update_rule": rule,
-        "lag_lambda_init": trial.suggest_float("lag_lambda_init", 1e-4, 1.0, log=True),
+        "lag_initial_value": trial.suggest_float("lag_initial_value", 1e-4, 1.0, log=True),
     }
     if rule == "plain":
-        raw["lag_lambda_lr"] = trial.suggest_float("lag_lambda_lr", 1e-3, 0.2, log=True)
+        raw["lag_lr"] = trial.suggest_float("lag_lr", 1e-3, 0.2, log=True)
     else:
         raw["lag_kp"] = trial.suggest_float("lag_kp", 1e-3, 1.0, log=True)
         raw["lag_ki"] = trial.suggest_float("lag_ki", 1e-4, 0.1, log=True)
@@ -78,32 +77,18 @@ def _check_rule(raw: dict[str, Any]) -> str:
     return rule
 
 
-def lagrangian_to_on_policy_args(raw: dict[str, Any]) -> dict[str, Any]:
-    """``lag_*`` values -> PPOLag/TRPOLag arguments ``lagrangian_update`` and ``lagrangian_kwargs``.
+def lagrangian_to_args(raw: dict[str, Any]) -> dict[str, Any]:
+    """``lag_*`` values -> the arguments ``lagrangian_update`` and ``lagrangian_kwargs`` of PPOLag, TRPOLag and SACLag.
 
     :param raw: the ``lag_*`` trial values
     """
     rule = _check_rule(raw)
-    kwargs: dict[str, Any] = {"initial_value": raw["lag_lambda_init"]}
+    kwargs: dict[str, Any] = {"initial_value": raw["lag_initial_value"]}
     if rule == "plain":
-        kwargs["lr"] = raw["lag_lambda_lr"]
+        kwargs["lr"] = raw["lag_lr"]
     else:
         kwargs.update(kp=raw["lag_kp"], ki=raw["lag_ki"], kd=raw["lag_kd"])
     return {"lagrangian_update": rule, "lagrangian_kwargs": kwargs}
-
-
-def lagrangian_to_sac_lag_args(raw: dict[str, Any]) -> dict[str, Any]:
-    """``lag_*`` values -> SACLag arguments (``lambda_update_rule``, ``lambda_init``, ``lambda_lr``, ``pid_k*``).
-
-    :param raw: the ``lag_*`` trial values
-    """
-    rule = _check_rule(raw)
-    args: dict[str, Any] = {"lambda_update_rule": rule, "lambda_init": raw["lag_lambda_init"]}
-    if rule == "plain":
-        args["lambda_lr"] = raw["lag_lambda_lr"]
-    else:
-        args.update(pid_kp=raw["lag_kp"], pid_ki=raw["lag_ki"], pid_kd=raw["lag_kd"])
-    return args
 
 
 def _lagrangian_sampler(parent: str, to_args: Converter | None) -> Sampler:
@@ -135,12 +120,12 @@ def _lagrangian_converter(parent: str, to_args: Converter | None) -> Converter:
     return converter
 
 
-sample_ppo_lag_params = _lagrangian_sampler("sample_ppo_params", lagrangian_to_on_policy_args)
-sample_trpo_lag_params = _lagrangian_sampler("sample_trpo_params", lagrangian_to_on_policy_args)
-sample_sac_lag_params = _lagrangian_sampler("sample_sac_params", lagrangian_to_sac_lag_args)
+sample_ppo_lag_params = _lagrangian_sampler("sample_ppo_params", lagrangian_to_args)
+sample_trpo_lag_params = _lagrangian_sampler("sample_trpo_params", lagrangian_to_args)
+sample_sac_lag_params = _lagrangian_sampler("sample_sac_params", lagrangian_to_args)
 sample_cpo_params = _lagrangian_sampler("sample_trpo_params", None)
-convert_on_policy_lag_params = _lagrangian_converter("convert_onpolicy_params", lagrangian_to_on_policy_args)
-convert_sac_lag_params = _lagrangian_converter("convert_offpolicy_params", lagrangian_to_sac_lag_args)
+convert_on_policy_lag_params = _lagrangian_converter("convert_onpolicy_params", lagrangian_to_args)
+convert_sac_lag_params = _lagrangian_converter("convert_offpolicy_params", lagrangian_to_args)
 convert_cpo_params = _lagrangian_converter("convert_onpolicy_params", None)
 
 # zoo name -> sampler / converter, in rl_zoo3's HYPERPARAMS_SAMPLER / HYPERPARAMS_CONVERTER format.

@@ -1,0 +1,456 @@
+"""SACLag: Soft Actor-Critic with a learned Lagrange multiplier on the episode cost (SPEC.md 2.3)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import SAC
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.policies import BasePolicy, ContinuousCritic
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import get_parameters_by_name, polyak_update
+from torch.nn import functional as F
+
+from sb3_safe.common.cost import env_name
+from sb3_safe.common.lagrange import (
+    LagrangeMultiplier,
+    UpdateRule,
+    make_lagrange_multiplier,
+    validate_cost_limit,
+)
+from sb3_safe.common.replay_buffers import (
+    CostDictReplayBuffer,
+    CostReplayBuffer,
+    CostReplayBufferSamples,
+)
+from sb3_safe.common.safety_stats import SafetyStats
+from sb3_safe.sac_lag.policies import (
+    CnnPolicy,
+    MlpPolicy,
+    MultiInputPolicy,
+    SACLagPolicy,
+)
+
+SelfSACLag = TypeVar("SelfSACLag", bound="SACLag")
+
+
+def _check_continuous_action_space(action_space: spaces.Space | None) -> None:
+    """Raise a clear error for action spaces that SAC's squashed Gaussian actor cannot produce."""
+    if action_space is not None and not isinstance(action_space, spaces.Box):
+        raise ValueError(
+            f"SACLag needs a continuous action space (gymnasium.spaces.Box), got {action_space}. "
+            "It is built on SB3's SAC, whose squashed Gaussian actor does not support discrete or "
+            "multi-discrete actions; use PPOLag or TRPOLag for those."
+        )
+
+
+class SACLag(SAC):
+    """SAC with a twin cost critic and a Lagrange multiplier (SAC-Lagrangian).
+
+    Constrained problem: maximise the soft return subject to ``E[sum_t c_t] <= cost_limit`` per episode,
+    solved on the Lagrangian ``max_pi min_{lambda >= 0} J_r(pi) - lambda (J_c(pi) - d)``.
+    References: Ha, Xu, Tan, Levine, Tan, *Learning to Walk in the Real World with Minimal Human
+    Effort* (CoRL 2020), Sec. IV (SAC with a Lagrangian constraint); Haarnoja et al., *Soft
+    Actor-Critic Algorithms and Applications* (2018) for SAC; the update rules of
+    :class:`~sb3_safe.common.lagrange.LagrangeMultiplier` (plain dual ascent or the PID Lagrangian
+    of Stooke et al., ICML 2020). OmniSafe's SACLag is the closest public implementation.
+
+    What it adds to SB3's SAC:
+
+    * **Cost critic** -- a twin ``Q_c(s, a)`` (``policy.cost_critic``) with its own Polyak target,
+      trained on ``y_c = c + cost_gamma (1 - done) max_i Q_c,i'(s', a')``, ``a' ~ pi(s')``. The target
+      takes the **max** over the twin cost critics: the pessimistic (over-)estimate of the future
+      cost, mirroring SAC's min for the reward, so that estimation errors make the policy more
+      cautious rather than less. There is no entropy term in the cost target (entropy is a bonus
+      on the reward side only).
+    * **Actor loss** -- ``(alpha log pi - min_i Q_r,i + lambda max_i Q_c,i) / (1 + lambda)``. The division
+      by ``1 + lambda`` (SPEC.md 2.3, as OmniSafe) keeps the gradient scale bounded when lambda
+      grows, so the actor's Adam step size keeps its meaning; ``normalize_actor_loss=False`` drops it.
+    * **Multiplier** -- updated at the start of each ``train()`` call in which at least one episode
+      has finished since the previous update, from ``J_c`` = the mean summed cost of those newly
+      finished episodes (one "epoch" = the episodes finished since the last update, as OmniSafe
+      updates once per epoch on the epoch's mean episode cost). Updating per gradient step on the
+      same ``J_c`` would apply one measurement many times; per episode gives one dual step per new
+      cost measurement. Why a step size ``lr=0.035`` (``lagrangian_kwargs["lr"]``, applied when the
+      user gives none) and not OmniSafe's SACLag 1e-5: with Adam each update moves lambda by about
+      ``lr`` whatever the size of ``J_c - d``; 1e-5 fits an update every gradient step over millions
+      of steps, and with one update per episode would need ~1e5 episodes to move lambda by 1.
+      0.035 (OmniSafe's per-epoch PPOLag rate) moves lambda by ~1 in ~30 episodes, i.e. within a
+      few thousand steps on a short-episode task. The PID rule (``lagrangian_update="pid"``) uses
+      the gains ``kp``, ``ki``, ``kd`` of ``lagrangian_kwargs`` instead.
+    * **Replay buffer** -- :class:`~sb3_safe.common.replay_buffers.CostReplayBuffer` (or its dict
+      variant), which stores ``info["cost"]`` per transition; an env without a valid cost raises
+      :class:`~sb3_safe.common.cost.CostSignalError` naming the env.
+    * **Logging** -- ``train/lagrange_multiplier``, ``train/ep_cost_estimate`` (the ``J_c`` of the last
+      update), ``train/cost_value_loss``, ``train/cost_q_mean``, plus
+      :class:`~sb3_safe.common.safety_stats.SafetyStats`' ``rollout/ep_cost_mean``,
+      ``safety/violations_total`` and ``safety/cost_rate``.
+
+    ``save``/``load`` keep the cost critics (part of the policy), their optimiser, the multiplier
+    (value and optimiser/PID state) and the safety statistics.
+    Limitations: n-step returns (``n_steps > 1``) are not supported (the cost buffer stores 1-step
+    costs); discrete actions are not supported (SAC).
+
+    :param policy: the policy model to use (``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"``
+        or a :class:`~sb3_safe.sac_lag.policies.SACLagPolicy` subclass)
+    :param env: the environment to learn from (a registered id or an env); must put ``info["cost"]``
+        in every step's info
+    :param cost_limit: the per-episode cost budget ``d`` (>= 0)
+    :param learning_rate: learning rate of the actor, reward critic and cost critic (Adam); may be a schedule
+    :param buffer_size: size of the replay buffer
+    :param learning_starts: how many steps to collect (uniform random actions) before learning starts
+    :param batch_size: minibatch size of each gradient update
+    :param tau: Polyak coefficient of both target networks
+    :param gamma: discount factor of the reward
+    :param train_freq: update the model every ``train_freq`` steps (int or ``(n, "step"|"episode")``)
+    :param gradient_steps: gradient steps after each rollout (-1: as many as env steps collected)
+    :param action_noise: optional action noise (SB3 ``ActionNoise``)
+    :param replay_buffer_class: a :class:`CostReplayBuffer` / :class:`CostDictReplayBuffer` (sub)class;
+        None picks the right one for the observation space
+    :param replay_buffer_kwargs: keyword arguments of the replay buffer
+    :param optimize_memory_usage: SB3's memory-efficient replay buffer variant
+    :param n_steps: must be 1 (n-step returns are not supported by SACLag)
+    :param ent_coef: entropy coefficient, or ``"auto"``/``"auto_<init>"`` to learn it
+    :param target_update_interval: update the target networks every this many gradient steps
+    :param target_entropy: target entropy when learning ``ent_coef`` (``"auto"``: -dim(A))
+    :param cost_gamma: discount factor of the cost critic (None: ``gamma``)
+    :param lagrangian_update: ``"plain"`` (dual ascent) or ``"pid"`` (PID Lagrangian), as PPOLag's
+    :param lagrangian_kwargs: other arguments of :class:`~sb3_safe.common.lagrange.LagrangeMultiplier`,
+        as PPOLag's: ``initial_value`` (lambda_0, 0.001 as OmniSafe), ``lr`` (step size of the plain rule;
+        SACLag's default :attr:`DEFAULT_LAGRANGIAN_LR` = 0.035 is filled in when the dict has no ``lr``,
+        see above), ``optimizer`` (``"adam"`` as OmniSafe, or ``"sgd"`` for textbook projected dual
+        ascent), ``kp`` (0.1), ``ki`` (0.01), ``kd`` (0.01), ``d_delay`` (10: multiplier updates spanned by
+        the PID derivative), ``ema_alpha`` (0.95), ``lambda_max`` (100: upper clip of lambda)
+    :param normalize_actor_loss: divide the actor loss by ``1 + lambda``
+    :param use_sde: use generalised State-Dependent Exploration
+    :param sde_sample_freq: sample a new gSDE noise matrix every n steps (-1: once per rollout)
+    :param use_sde_at_warmup: use gSDE instead of uniform sampling during warm-up
+    :param stats_window_size: number of episodes averaged for the rollout statistics (return and cost)
+    :param tensorboard_log: tensorboard log folder (None: no tensorboard)
+    :param policy_kwargs: keyword arguments of the policy
+    :param verbose: 0 none, 1 info, 2 debug
+    :param seed: seed of the pseudo-random generators
+    :param device: PyTorch device (``"auto"``, ``"cpu"``, ``"cuda"``...)
+    :param _init_setup_model: whether to build the networks at creation
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+    # The plain rule's step size used when lagrangian_kwargs has no "lr" (see the class docstring).
+    DEFAULT_LAGRANGIAN_LR: ClassVar[float] = 0.035
+    policy: SACLagPolicy
+    lagrange_multiplier: LagrangeMultiplier
+    cost_critic: ContinuousCritic
+    cost_critic_target: ContinuousCritic
+
+    def __init__(
+        self,
+        policy: str | type[SACLagPolicy],
+        env: GymEnv | str,
+        cost_limit: float = 25.0,
+        learning_rate: float | Schedule = 3e-4,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 100,
+        batch_size: int = 256,
+        tau: float = 0.005,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 1,
+        gradient_steps: int = 1,
+        action_noise: ActionNoise | None = None,
+        replay_buffer_class: type[ReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        n_steps: int = 1,
+        ent_coef: str | float = "auto",
+        target_update_interval: int = 1,
+        target_entropy: str | float = "auto",
+        cost_gamma: float | None = None,
+        lagrangian_update: UpdateRule = "plain",
+        lagrangian_kwargs: dict[str, Any] | None = None,
+        normalize_actor_loss: bool = True,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        use_sde_at_warmup: bool = False,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        self._check_safety_arguments(cost_limit, cost_gamma, n_steps, replay_buffer_class)
+        _check_continuous_action_space(getattr(env, "action_space", None))
+        try:
+            super().__init__(
+                policy,
+                env,
+                learning_rate=learning_rate,
+                buffer_size=buffer_size,
+                learning_starts=learning_starts,
+                batch_size=batch_size,
+                tau=tau,
+                gamma=gamma,
+                train_freq=train_freq,
+                gradient_steps=gradient_steps,
+                action_noise=action_noise,
+                replay_buffer_class=replay_buffer_class,
+                replay_buffer_kwargs=replay_buffer_kwargs,
+                optimize_memory_usage=optimize_memory_usage,
+                n_steps=n_steps,
+                ent_coef=ent_coef,
+                target_update_interval=target_update_interval,
+                target_entropy=target_entropy,
+                use_sde=use_sde,
+                sde_sample_freq=sde_sample_freq,
+                use_sde_at_warmup=use_sde_at_warmup,
+                stats_window_size=stats_window_size,
+                tensorboard_log=tensorboard_log,
+                policy_kwargs=policy_kwargs,
+                verbose=verbose,
+                seed=seed,
+                device=device,
+                _init_setup_model=False,
+            )
+        except AssertionError as exc:
+            # A registered id is only made into an env inside SB3, whose action-space check is a bare assert.
+            if "action spaces" in str(exc):
+                _check_continuous_action_space(getattr(self, "action_space", None))
+                raise ValueError(f"SACLag needs a continuous (Box) action space: {exc}") from exc
+            raise
+        _check_continuous_action_space(getattr(self, "action_space", None))
+        self.cost_limit = validate_cost_limit(cost_limit)
+        self.cost_gamma = float(gamma if cost_gamma is None else cost_gamma)
+        self.normalize_actor_loss = normalize_actor_loss
+        self.lagrangian_update = lagrangian_update
+        # SACLag's own default step size (see the class docstring), unless the user chose one.
+        self.lagrangian_kwargs = {"lr": self.DEFAULT_LAGRANGIAN_LR, **(lagrangian_kwargs or {})}
+        self.lagrange_multiplier = make_lagrange_multiplier(self.cost_limit, lagrangian_update, self.lagrangian_kwargs)
+        self.safety_stats: SafetyStats | None = None
+        # Summed costs of the episodes finished since the last multiplier update.
+        self._unused_episode_costs: list[float] = []
+        self.ep_cost_estimate = float("nan")
+        if _init_setup_model:
+            self._setup_model()
+
+    @staticmethod
+    def _check_safety_arguments(
+        cost_limit: float, cost_gamma: float | None, n_steps: int, replay_buffer_class: type[ReplayBuffer] | None
+    ) -> None:
+        validate_cost_limit(cost_limit)
+        if cost_gamma is not None and not 0.0 <= cost_gamma <= 1.0:
+            raise ValueError(f"SACLag: cost_gamma must be in [0, 1], got {cost_gamma}")
+        if n_steps != 1:
+            raise ValueError(f"SACLag does not support n-step returns (n_steps={n_steps}); use n_steps=1")
+        if replay_buffer_class is not None and not issubclass(replay_buffer_class, (CostReplayBuffer, CostDictReplayBuffer)):
+            raise ValueError(
+                f"SACLag needs a replay buffer that stores costs (CostReplayBuffer or CostDictReplayBuffer "
+                f"from sb3_safe.common.replay_buffers), got {replay_buffer_class.__name__}"
+            )
+
+    def _setup_model(self) -> None:
+        if self.replay_buffer_class is None:
+            dict_obs = isinstance(self.observation_space, spaces.Dict)
+            self.replay_buffer_class = CostDictReplayBuffer if dict_obs else CostReplayBuffer
+        # No env only when loading without one; the saved buffer kwargs and statistics already name it then.
+        env_id = "env" if self.env is None else env_name(self.env)
+        self.replay_buffer_kwargs.setdefault("env_id", env_id)
+        super()._setup_model()
+        if not isinstance(self.policy, SACLagPolicy):
+            raise TypeError(f"SACLag needs a SACLagPolicy (with a cost critic), got {type(self.policy).__name__}")
+        self.cost_batch_norm_stats = get_parameters_by_name(self.cost_critic, ["running_"])
+        self.cost_batch_norm_stats_target = get_parameters_by_name(self.cost_critic_target, ["running_"])
+        # On load the saved statistics are already in place (SB3 restores attributes before _setup_model).
+        if self.safety_stats is None:
+            self.safety_stats = SafetyStats(self.n_envs, self._stats_window_size, env_id)
+
+    def _create_aliases(self) -> None:
+        super()._create_aliases()
+        self.cost_critic = self.policy.cost_critic
+        self.cost_critic_target = self.policy.cost_critic_target
+
+    @property
+    def lagrange_value(self) -> float:
+        """The current Lagrange multiplier lambda (the same property as PPOLag's)."""
+        return self.lagrange_multiplier.value
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, Any]:
+        env_will_reset = reset_num_timesteps or self._last_obs is None
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        assert self.safety_stats is not None
+        if env_will_reset or len(self.safety_stats.current_costs) != self.n_envs:
+            # The env restarts its episodes, so costs summed over the unfinished ones are dropped.
+            self.safety_stats.current_costs = np.zeros(self.n_envs, dtype=np.float64)
+            self.safety_stats.current_violations = np.zeros(self.n_envs, dtype=np.int64)
+        return result
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: np.ndarray | dict[str, np.ndarray],
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        # Read (and validate) the costs before anything is stored: a missing cost raises CostSignalError.
+        assert self.safety_stats is not None
+        summed_before = self.safety_stats.current_costs.copy()
+        step_costs = self.safety_stats.update(infos, dones)
+        finished = np.asarray(dones, dtype=bool)
+        self._unused_episode_costs.extend(float(c) for c in (summed_before + step_costs)[finished])
+        # The parent handles terminal observations and VecNormalize; the cost buffer reads info["cost"] in add().
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+
+    def _update_lagrange_multiplier(self) -> None:
+        """One multiplier step on the mean cost of the episodes finished since the last step (if any)."""
+        if not self._unused_episode_costs:
+            return
+        self.ep_cost_estimate = float(np.mean(self._unused_episode_costs))
+        self._unused_episode_costs = []
+        self.lagrange_multiplier.update(self.ep_cost_estimate)
+
+    def dump_logs(self) -> None:
+        assert self.safety_stats is not None
+        self.safety_stats.record(self.logger)
+        super().dump_logs()
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        # SAC.train() has no hook between its critic and actor updates, so it is re-written here with
+        # the same structure and order (entropy coefficient, critic, actor, targets); the additions are
+        # the cost critic update, the lambda term of the actor loss and the multiplier update.
+        self._update_lagrange_multiplier()
+        lambda_value = self.lagrange_multiplier.value
+        self.policy.set_training_mode(True)
+        optimizers = [self.actor.optimizer, self.critic.optimizer, self.cost_critic.optimizer]
+        if self.ent_coef_optimizer is not None:
+            optimizers += [self.ent_coef_optimizer]
+        self._update_learning_rate(optimizers)
+
+        ent_coef_losses, ent_coefs = [], []
+        actor_losses, critic_losses, cost_critic_losses, cost_q_means = [], [], [], []
+
+        for gradient_step in range(gradient_steps):
+            replay_data: CostReplayBufferSamples = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr,assignment]
+            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+
+            if self.use_sde:
+                self.actor.reset_noise()
+
+            actions_pi, log_prob = self.actor.action_log_prob(replay_data.observations)
+            log_prob = log_prob.reshape(-1, 1)
+
+            ent_coef_loss = None
+            if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
+                # Detached so that only the entropy loss changes log_ent_coef (see SB3's SAC).
+                ent_coef = th.exp(self.log_ent_coef.detach())
+                assert isinstance(self.target_entropy, float)
+                ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
+                ent_coef_losses.append(ent_coef_loss.item())
+            else:
+                ent_coef = self.ent_coef_tensor
+            ent_coefs.append(ent_coef.item())
+
+            if ent_coef_loss is not None and self.ent_coef_optimizer is not None:
+                self.ent_coef_optimizer.zero_grad()
+                ent_coef_loss.backward()
+                self.ent_coef_optimizer.step()
+
+            with th.no_grad():
+                next_actions, next_log_prob = self.actor.action_log_prob(replay_data.next_observations)
+                next_q_values = th.cat(self.critic_target(replay_data.next_observations, next_actions), dim=1)
+                next_q_values, _ = th.min(next_q_values, dim=1, keepdim=True)
+                next_q_values = next_q_values - ent_coef * next_log_prob.reshape(-1, 1)
+                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
+                # Pessimistic cost target: the max over the twin target cost critics, no entropy term.
+                next_cost_q = th.cat(self.cost_critic_target(replay_data.next_observations, next_actions), dim=1)
+                next_cost_q, _ = th.max(next_cost_q, dim=1, keepdim=True)
+                target_cost_q = replay_data.costs + (1 - replay_data.dones) * self.cost_gamma * next_cost_q
+
+            current_q_values = self.critic(replay_data.observations, replay_data.actions)
+            critic_loss = 0.5 * sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
+            assert isinstance(critic_loss, th.Tensor)
+            critic_losses.append(critic_loss.item())
+            self.critic.optimizer.zero_grad()
+            critic_loss.backward()
+            self.critic.optimizer.step()
+
+            current_cost_q = self.cost_critic(replay_data.observations, replay_data.actions)
+            cost_critic_loss = 0.5 * sum(F.mse_loss(current_q, target_cost_q) for current_q in current_cost_q)
+            assert isinstance(cost_critic_loss, th.Tensor)
+            cost_critic_losses.append(cost_critic_loss.item())
+            self.cost_critic.optimizer.zero_grad()
+            cost_critic_loss.backward()
+            self.cost_critic.optimizer.step()
+
+            q_values_pi = th.cat(self.critic(replay_data.observations, actions_pi), dim=1)
+            min_qf_pi, _ = th.min(q_values_pi, dim=1, keepdim=True)
+            cost_q_pi = th.cat(self.cost_critic(replay_data.observations, actions_pi), dim=1)
+            max_cost_q_pi, _ = th.max(cost_q_pi, dim=1, keepdim=True)
+            cost_q_means.append(max_cost_q_pi.mean().item())
+            actor_loss = (ent_coef * log_prob - min_qf_pi + lambda_value * max_cost_q_pi).mean()
+            if self.normalize_actor_loss:
+                actor_loss = actor_loss / (1.0 + lambda_value)
+            actor_losses.append(actor_loss.item())
+            self.actor.optimizer.zero_grad()
+            actor_loss.backward()
+            self.actor.optimizer.step()
+
+            if gradient_step % self.target_update_interval == 0:
+                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+                polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
+                polyak_update(self.cost_critic.parameters(), self.cost_critic_target.parameters(), self.tau)
+                polyak_update(self.cost_batch_norm_stats, self.cost_batch_norm_stats_target, 1.0)
+
+        self._n_updates += gradient_steps
+
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/ent_coef", np.mean(ent_coefs))
+        self.logger.record("train/actor_loss", np.mean(actor_losses))
+        self.logger.record("train/critic_loss", np.mean(critic_losses))
+        self.logger.record("train/cost_value_loss", np.mean(cost_critic_losses))
+        self.logger.record("train/cost_q_mean", np.mean(cost_q_means))
+        self.logger.record("train/lagrange_multiplier", lambda_value)
+        if np.isfinite(self.ep_cost_estimate):
+            self.logger.record("train/ep_cost_estimate", self.ep_cost_estimate)
+        if len(ent_coef_losses) > 0:
+            self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
+
+    def learn(
+        self: SelfSACLag,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "SACLag",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfSACLag:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "cost_critic", "cost_critic_target"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts, saved_pytorch_variables = super()._get_torch_save_params()
+        return [*state_dicts, "cost_critic.optimizer"], saved_pytorch_variables

@@ -1,0 +1,115 @@
+"""Tests of the shared Lagrange multiplier (SPEC.md 2.3): plain (Adam, SGD) and PID updates."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sb3_safe.common.lagrange import LagrangeMultiplier
+
+
+def test_plain_sgd_is_projected_dual_ascent_exactly() -> None:
+    multiplier = LagrangeMultiplier(cost_limit=1.0, initial_value=0.5, lr=0.1, optimizer="sgd")
+    # lambda <- max(0, lambda + lr (J_c - d)), computed by hand.
+    assert multiplier.update(3.0) == pytest.approx(0.5 + 0.1 * 2.0)
+    assert multiplier.update(0.0) == pytest.approx(0.7 - 0.1 * 1.0)
+    assert multiplier.update(-4.0 + 1.0) == pytest.approx(0.6 - 0.1 * 4.0)
+    # The next step would go to 0.2 - 0.4 < 0: projected onto 0, and it stays there while J_c < d.
+    assert multiplier.update(-3.0) == 0.0
+    assert multiplier.update(0.5) == 0.0
+    assert multiplier.value == 0.0
+
+
+def test_plain_adam_rises_above_limit_and_decays_to_zero_below() -> None:
+    multiplier = LagrangeMultiplier(cost_limit=10.0, initial_value=0.001, lr=0.035)
+    values = [multiplier.update(30.0) for _ in range(20)]
+    assert all(later > earlier for earlier, later in zip(values, values[1:]))
+    # Adam's step is about lr whatever the size of J_c - d.
+    assert values[-1] == pytest.approx(0.001 + 20 * 0.035, rel=0.05)
+    decayed = [multiplier.update(0.0) for _ in range(100)]
+    # Adam's momentum carries lambda up for a few updates after the sign change, then it falls
+    # monotonically to the projection at 0 and stays there.
+    peak = max(range(len(decayed)), key=decayed.__getitem__)
+    assert peak < 15
+    assert all(later <= earlier for earlier, later in zip(decayed[peak:], decayed[peak + 1 :]))
+    assert decayed[60:] == [0.0] * 40
+    assert decayed[-1] == 0.0
+    assert min(decayed) >= 0.0
+
+
+def test_pid_first_values_match_the_formula_by_hand() -> None:
+    kp, ki, kd, alpha = 0.1, 0.01, 0.01, 0.95
+    multiplier = LagrangeMultiplier(
+        cost_limit=1.0, initial_value=0.001, update_rule="pid", kp=kp, ki=ki, kd=kd, d_delay=1, ema_alpha=alpha
+    )
+    # Update 1, J_c = 3: Delta = 2, I = 0.001 + 0.01 * 2, P = 0.05 * 2, EMA(J_c) = 0.05 * 3, D = EMA - 0.
+    integral, p_term, cost_ema = 0.021, 0.1, 0.15
+    expected_1 = kp * p_term + integral + kd * (cost_ema - 0.0)
+    assert multiplier.update(3.0) == pytest.approx(expected_1)
+    assert expected_1 == pytest.approx(0.0325)
+    # Update 2, J_c = 3: D compares with the EMA one update ago (d_delay = 1).
+    integral_2, p_term_2, cost_ema_2 = integral + 0.02, alpha * p_term + 0.1, alpha * cost_ema + 0.15
+    expected_2 = kp * p_term_2 + integral_2 + kd * (cost_ema_2 - cost_ema)
+    assert multiplier.update(3.0) == pytest.approx(expected_2)
+    assert expected_2 == pytest.approx(0.061925)
+    # Update 3, J_c = 0: Delta = -1 lowers I, the cost EMA falls so D = 0, and P is still positive.
+    integral_3, p_term_3 = integral_2 - 0.01, alpha * p_term_2 + 0.05 * -1.0
+    expected_3 = kp * p_term_3 + integral_3
+    assert multiplier.update(0.0) == pytest.approx(expected_3)
+
+
+def test_pid_derivative_uses_the_ema_d_delay_updates_ago() -> None:
+    multiplier = LagrangeMultiplier(cost_limit=1.0, initial_value=0.0, update_rule="pid", kp=0.0, ki=0.0, kd=1.0, d_delay=3)
+    # With only the derivative term, lambda = EMA(J_c) now minus EMA(J_c) 3 updates ago (the first ones compare with 0).
+    emas = []
+    ema = 0.0
+    for _ in range(5):
+        ema = 0.95 * ema + 0.05 * 2.0
+        emas.append(ema)
+        lam = multiplier.update(2.0)
+        reference = emas[-4] if len(emas) >= 4 else 0.0
+        assert lam == pytest.approx(ema - reference)
+
+
+def test_pid_decays_to_zero_when_cost_stays_below_limit() -> None:
+    multiplier = LagrangeMultiplier(cost_limit=5.0, initial_value=0.5, update_rule="pid")
+    for _ in range(10):
+        multiplier.update(50.0)
+    high = multiplier.value
+    assert high > 0.5
+    for _ in range(2000):
+        multiplier.update(0.0)
+    assert multiplier.value == 0.0
+
+
+@pytest.mark.parametrize("update_rule", ["plain", "pid"])
+def test_lambda_max_clips(update_rule: str) -> None:
+    multiplier = LagrangeMultiplier(
+        cost_limit=0.0, initial_value=0.0, update_rule=update_rule, lr=1.0, optimizer="sgd", ki=1.0, lambda_max=2.5
+    )
+    for _ in range(5):
+        multiplier.update(100.0)
+    assert multiplier.value == 2.5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"cost_limit": -1.0}, "cost_limit"),
+        ({"cost_limit": 1.0, "initial_value": -0.1}, "initial"),
+        ({"cost_limit": 1.0, "update_rule": "newton"}, "update_rule"),
+        ({"cost_limit": 1.0, "optimizer": "rmsprop"}, "optimizer"),
+        ({"cost_limit": 1.0, "update_rule": "pid", "d_delay": 0}, "d_delay"),
+        ({"cost_limit": 1.0, "update_rule": "pid", "ema_alpha": 1.0}, "ema_alpha"),
+    ],
+)
+def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        LagrangeMultiplier(**kwargs)
+
+
+def test_nan_episode_cost_raises() -> None:
+    multiplier = LagrangeMultiplier(cost_limit=1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        multiplier.update(math.nan)

@@ -1,0 +1,307 @@
+"""Tests of SACLag (SPEC.md 2.3) and of the cost replay buffers, on a tiny continuous task with a cost."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import SAC
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import KVWriter, Logger
+
+from sb3_safe.common.cost import CostSignalError
+from sb3_safe.common.replay_buffers import CostDictReplayBuffer, CostReplayBuffer
+from sb3_safe.ppo_lag import PPOLag
+from sb3_safe.sac_lag import SACLag, SACLagPolicy
+
+HORIZON = 10
+COST_LIMIT = 1.0
+TRAIN_STEPS = 600
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_torch_thread() -> Any:
+    """Tiny networks train several times faster on one thread (no inter-thread sync on a busy CPU)."""
+    previous = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(previous)
+
+
+class GreedyActionEnv(gym.Env):
+    """Reward = the action a in [-1, 1]; cost 1 on every step with a > 0.5; 10-step episodes.
+
+    The unconstrained optimum (a = 1) costs 10 per episode; under a budget of 1 the policy must
+    keep a <= 0.5 on (almost) every step.
+    """
+
+    def __init__(self, with_cost: bool = True, discrete: bool = False, dict_obs: bool = False) -> None:
+        box = spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.observation_space = spaces.Dict({"time": box}) if dict_obs else box
+        self.action_space = spaces.Discrete(3) if discrete else spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.with_cost = with_cost
+        self.dict_obs = dict_obs
+        self.t = 0
+
+    def _obs(self) -> Any:
+        obs = np.array([self.t / HORIZON], dtype=np.float32)
+        return {"time": obs} if self.dict_obs else obs
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict]:
+        a = float(np.clip(np.asarray(action).reshape(-1)[0], -1.0, 1.0))
+        self.t += 1
+        info = {"cost": float(a > 0.5)} if self.with_cost else {}
+        return self._obs(), a, False, self.t >= HORIZON, info
+
+
+class KeyRecorder(KVWriter):
+    """Logger output that remembers every key written."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
+        self.keys.update(key_values)
+
+
+class LambdaRecorder(BaseCallback):
+    """Records (J_c of the last multiplier update, lambda) after every env step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: list[tuple[float, float]] = []
+
+    def _on_step(self) -> bool:
+        self.history.append((self.model.ep_cost_estimate, self.model.lagrange_value))
+        return True
+
+
+FAST_KWARGS: dict[str, Any] = dict(
+    learning_starts=100,
+    batch_size=32,
+    gamma=0.5,
+    learning_rate=3e-3,
+    train_freq=2,
+    policy_kwargs=dict(net_arch=[16, 16]),
+    seed=0,
+)
+
+
+def deterministic_episode_cost(model: SAC) -> float:
+    env = GreedyActionEnv()
+    obs, _ = env.reset()
+    total_cost, done = 0.0, False
+    while not done:
+        action, _ = model.predict(obs, deterministic=True)
+        obs, _, terminated, truncated, info = env.step(action)
+        total_cost += info["cost"]
+        done = terminated or truncated
+    return total_cost
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[SACLag, LambdaRecorder, KeyRecorder]:
+    model = SACLag("MlpPolicy", GreedyActionEnv(), cost_limit=COST_LIMIT, lagrangian_kwargs={"lr": 0.1}, **FAST_KWARGS)
+    recorder = KeyRecorder()
+    model.set_logger(Logger(folder=None, output_formats=[recorder]))
+    lambdas = LambdaRecorder()
+    model.learn(TRAIN_STEPS, callback=lambdas, log_interval=1)
+    return model, lambdas, recorder
+
+
+def test_lambda_rises_while_episode_cost_exceeds_limit(trained: tuple[SACLag, LambdaRecorder, KeyRecorder]) -> None:
+    model, lambdas, _ = trained
+    updates = [(cost, lam) for cost, lam in lambdas.history if not np.isnan(cost)]
+    assert updates, "the multiplier was never updated"
+    first_cost, first_lambda = updates[0]
+    # Uniform random warm-up actions exceed 0.5 a quarter of the time: ~2.5 cost per episode > 1.
+    assert first_cost > COST_LIMIT
+    assert first_lambda > 0.001
+    assert max(lam for _, lam in updates) > 0.5
+
+
+def test_constrained_policy_costs_less_than_plain_sac(trained: tuple[SACLag, LambdaRecorder, KeyRecorder]) -> None:
+    model, _, _ = trained
+    sac = SAC("MlpPolicy", GreedyActionEnv(), **FAST_KWARGS)
+    sac.learn(TRAIN_STEPS)
+    sac_cost = deterministic_episode_cost(sac)
+    sac_lag_cost = deterministic_episode_cost(model)
+    assert sac_cost > COST_LIMIT, "plain SAC should take the costly greedy action on this task"
+    assert sac_lag_cost <= COST_LIMIT
+    assert sac_lag_cost < sac_cost
+
+
+def test_cost_critic_learns_that_large_actions_cost(trained: tuple[SACLag, LambdaRecorder, KeyRecorder]) -> None:
+    model, _, _ = trained
+    observations = th.linspace(0.0, 0.9, 10).reshape(-1, 1)
+    with th.no_grad():
+        costly = th.cat(model.cost_critic(observations, th.ones(10, 1)), dim=1).max(dim=1).values
+        free = th.cat(model.cost_critic(observations, -th.ones(10, 1)), dim=1).max(dim=1).values
+    # Q_c(s, 1) - Q_c(s, -1) is the immediate cost 1 (the continuation is the same policy's).
+    assert th.all(costly - free > 0.5)
+
+
+def test_logger_keys(trained: tuple[SACLag, LambdaRecorder, KeyRecorder]) -> None:
+    _, _, recorder = trained
+    expected = {
+        "train/lagrange_multiplier",
+        "train/cost_value_loss",
+        "train/ep_cost_estimate",
+        "rollout/ep_cost_mean",
+        "safety/violations_total",
+        "safety/cost_rate",
+        "train/critic_loss",
+    }
+    assert expected <= recorder.keys
+
+
+def test_safety_stats_count_violations(trained: tuple[SACLag, LambdaRecorder, KeyRecorder]) -> None:
+    model, _, _ = trained
+    stats = model.safety_stats
+    assert stats is not None
+    assert stats.total_steps == TRAIN_STEPS
+    assert 0 < stats.violations_total < TRAIN_STEPS
+    # Every violating step of this env costs exactly 1.
+    assert stats.total_cost == pytest.approx(stats.violations_total)
+    assert len(stats.episode_costs) == TRAIN_STEPS // HORIZON
+
+
+def test_save_load_round_trip(trained: tuple[SACLag, LambdaRecorder, KeyRecorder], tmp_path: Any) -> None:
+    model, _, _ = trained
+    path = tmp_path / "sac_lag.zip"
+    model.save(path)
+    loaded = SACLag.load(path, env=GreedyActionEnv())
+    assert isinstance(loaded.policy, SACLagPolicy)
+    observations = np.linspace(0.0, 1.0, 11, dtype=np.float32).reshape(-1, 1)
+    np.testing.assert_allclose(loaded.predict(observations, deterministic=True)[0], model.predict(observations, deterministic=True)[0])
+    assert loaded.lagrange_value == model.lagrange_value
+    assert loaded.cost_limit == COST_LIMIT
+    for saved, restored in zip(model.cost_critic.parameters(), loaded.cost_critic.parameters()):
+        assert th.equal(saved, restored)
+    for saved, restored in zip(model.cost_critic_target.parameters(), loaded.cost_critic_target.parameters()):
+        assert th.equal(saved, restored)
+    assert loaded.safety_stats.violations_total == model.safety_stats.violations_total
+    # The multiplier's optimiser state came back too: the same next update gives the same lambda.
+    assert loaded.lagrange_multiplier.update(5.0) == pytest.approx(model.lagrange_multiplier.update(5.0))
+    loaded.learn(40, reset_num_timesteps=False)
+    # Loading without an env (for prediction only) works too.
+    env_free = SACLag.load(path)
+    np.testing.assert_allclose(env_free.predict(observations, deterministic=True)[0], model.predict(observations, deterministic=True)[0])
+
+
+def test_env_without_cost_raises_naming_the_env() -> None:
+    model = SACLag("MlpPolicy", GreedyActionEnv(with_cost=False), learning_starts=10)
+    with pytest.raises(CostSignalError, match="GreedyActionEnv"):
+        model.learn(5)
+
+
+def test_bad_arguments_raise() -> None:
+    with pytest.raises(ValueError, match="cost_limit"):
+        SACLag("MlpPolicy", GreedyActionEnv(), cost_limit=-1.0)
+    with pytest.raises(ValueError, match="n-step"):
+        SACLag("MlpPolicy", GreedyActionEnv(), n_steps=3)
+    with pytest.raises(ValueError, match="stores costs"):
+        SACLag("MlpPolicy", GreedyActionEnv(), replay_buffer_class=CostReplayBuffer.__mro__[1])
+    with pytest.raises(ValueError, match="update_rule"):
+        SACLag("MlpPolicy", GreedyActionEnv(), lagrangian_update="newton")
+    with pytest.raises(ValueError, match="lagrangian_update"):
+        SACLag("MlpPolicy", GreedyActionEnv(), lagrangian_kwargs={"update_rule": "pid"})
+    with pytest.raises(TypeError, match="initial_lambda"):
+        SACLag("MlpPolicy", GreedyActionEnv(), lagrangian_kwargs={"initial_lambda": 0.1})
+
+
+def test_multiplier_arguments_are_ppo_lags() -> None:
+    sac_lag_args = set(inspect.signature(SACLag.__init__).parameters)
+    ppo_lag_args = set(inspect.signature(PPOLag.__init__).parameters)
+    assert {"cost_limit", "lagrangian_update", "lagrangian_kwargs"} <= sac_lag_args & ppo_lag_args
+
+
+@pytest.mark.parametrize(
+    ("lagrangian_kwargs", "expected_lambda"),
+    [
+        (None, 0.001 + SACLag.DEFAULT_LAGRANGIAN_LR),  # Adam's first step moves lambda by lr
+        ({"initial_value": 0.5}, 0.5 + SACLag.DEFAULT_LAGRANGIAN_LR),  # the default lr is kept
+        ({"lr": 0.1, "optimizer": "sgd"}, 0.001 + 0.1 * 2.0),  # textbook step lr (J_c - d)
+    ],
+)
+def test_lagrangian_kwargs_and_the_default_step_size(
+    lagrangian_kwargs: dict[str, Any] | None, expected_lambda: float
+) -> None:
+    model = SACLag("MlpPolicy", GreedyActionEnv(), cost_limit=1.0, lagrangian_kwargs=lagrangian_kwargs)
+    assert SACLag.DEFAULT_LAGRANGIAN_LR == 0.035
+    assert model.lagrangian_update == "plain"
+    assert model.lagrange_multiplier.update(3.0) == pytest.approx(expected_lambda, rel=1e-4)
+
+
+def test_discrete_actions_are_refused_clearly() -> None:
+    with pytest.raises(ValueError, match="continuous action space"):
+        SACLag("MlpPolicy", GreedyActionEnv(discrete=True))
+    # A registered id is made into an env inside SB3: the message must be as clear.
+    with pytest.raises(ValueError, match="continuous action space"):
+        SACLag("MlpPolicy", "CartPole-v1")
+
+
+def test_several_envs() -> None:
+    env = make_vec_env(GreedyActionEnv, n_envs=2, seed=0)
+    model = SACLag("MlpPolicy", env, cost_limit=0.0, learning_starts=20, batch_size=8, policy_kwargs=dict(net_arch=[8]), seed=0)
+    assert model.replay_buffer.env_id == "GreedyActionEnv"
+    model.learn(60)
+    assert model.safety_stats.total_steps == 60
+    assert len(model.safety_stats.episode_costs) == 60 // HORIZON
+    assert model.replay_buffer.costs[:30].sum() == pytest.approx(model.safety_stats.total_cost)
+
+
+@pytest.mark.parametrize("update_rule", ["plain", "pid"])
+def test_dict_observations_and_pid_rule(update_rule: str) -> None:
+    model = SACLag(
+        "MultiInputPolicy",
+        GreedyActionEnv(dict_obs=True),
+        cost_limit=0.0,
+        lagrangian_update=update_rule,
+        learning_starts=20,
+        batch_size=8,
+        policy_kwargs=dict(net_arch=[8]),
+        seed=1,
+    )
+    assert isinstance(model.replay_buffer, CostDictReplayBuffer)
+    model.learn(60)
+    # Every finished episode had a positive cost against a budget of 0, so lambda went up.
+    assert model.lagrange_value > 0.001
+    assert model.replay_buffer.sample(4).costs.shape == (4, 1)
+
+
+def test_cost_replay_buffer_keeps_costs_with_their_transitions() -> None:
+    buffer = CostReplayBuffer(100, spaces.Box(-1, 1, (1,)), spaces.Box(-1, 1, (1,)), device="cpu", n_envs=2)
+    for step in range(20):
+        obs = np.full((2, 1), step, dtype=np.float32)
+        rewards = np.array([step, 100 + step], dtype=np.float32)
+        infos = [{"cost": 2.0 * step}, {"cost": 2.0 * (100 + step)}]
+        buffer.add(obs, obs + 1, np.zeros((2, 1)), rewards, np.zeros(2), infos)
+    samples = buffer.sample(64)
+    np.testing.assert_allclose(samples.costs.numpy(), 2.0 * samples.rewards.numpy())
+    # Explicit costs (e.g. from model rollouts) take precedence over the infos.
+    buffer.add(np.zeros((2, 1)), np.zeros((2, 1)), np.zeros((2, 1)), np.zeros(2), np.zeros(2), [{}, {}], costs=np.array([0.5, 0.25]))
+    np.testing.assert_allclose(buffer.costs[buffer.pos - 1], [0.5, 0.25])
+
+
+def test_cost_replay_buffer_rejects_bad_costs() -> None:
+    buffer = CostReplayBuffer(10, spaces.Box(-1, 1, (1,)), spaces.Box(-1, 1, (1,)), device="cpu", env_id="MyEnv-v0")
+    transition = (np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1), np.zeros(1))
+    with pytest.raises(CostSignalError, match="MyEnv-v0"):
+        buffer.add(*transition, [{}])
+    with pytest.raises(CostSignalError, match="negative"):
+        buffer.add(*transition, [{"cost": -1.0}])
+    with pytest.raises(ValueError, match="one cost per sub-env"):
+        buffer.add(*transition, [{}], costs=np.array([1.0, 2.0]))
+    assert buffer.pos == 0
