@@ -1,32 +1,64 @@
 """Lagrangian algorithms against their unconstrained parents (SPEC.md 2.3, metrics of SPEC.md 3).
 
-Trains PPO vs PPOLag and SAC vs SACLag on each env, for several seeds, with the parents' default
-hyper-parameters (SB3's) and the Lagrangian defaults, and reports per run:
+Trains PPO vs PPOLag and SAC vs SACLag on each env, for several seeds, and reports per run:
 
 * final return and final episode cost: mean over ``--eval-episodes`` deterministic episodes of the
   trained policy (plus the mean of the last 10 training episodes);
 * cumulative safety violations over training (``info["violation"]`` steps);
 * wall-clock training throughput (env steps per second, ``learn()`` wall time);
-* per env, the throughput ratios PPOLag / PPO and SACLag / SAC, from runs made in the same process
-  and the same session (so the ratio reflects the algorithms, not the machine's load of the day --
-  as long as the machine is not shared; the JSON records the load average to judge that).
+* per env, the throughput ratios PPOLag / PPO and SACLag / SAC (of the seed means, and per seed).
+
+Settings. Every algorithm takes the rl_zoo3 entry of the env id (or the file's ``default`` entry)
+from this package's ``hyperparams/ppo_lag.yml`` (PPO, PPOLag) or ``hyperparams/sac_lag.yml``
+(SAC, SACLag): rl_zoo3's tuned PPO/SAC settings of the parent Gymnasium env plus the Lagrangian
+keys ``cost_limit``, ``lagrangian_update`` and ``lagrangian_kwargs``. The parents use the same entry
+without those three keys, so the two members of a pair differ only by the constraint. The entry goes
+through rl_zoo3's own ``ExperimentManager`` (``read_hyperparameters``, ``_preprocess_hyperparams``,
+``create_envs``, ``_preprocess_action_noise``, the same steps as its ``setup_experiment``), so
+``n_envs``, ``n_timesteps``, ``policy``, ``normalize`` (a ``VecNormalize`` with the algorithm's
+gamma; evaluation uses its observation statistics, raw rewards), ``policy_kwargs`` strings,
+``lin_<x>`` schedules, ``frame_stack``, ``env_wrapper``, ``callback``, ``noise_type``... mean exactly
+what they mean to ``python -m rl_zoo3.train``. This relies on those rl_zoo3 methods (checked with
+rl_zoo3 2.9.2); their names start with an underscore, so another rl_zoo3 version may need a look.
+
+Cost limits: the YAML's ``cost_limit`` per env (SafePendulum-v0 0.3 per 200-step episode,
+SafeHopper-v0 0.1; the reasons are in the YAML files); ``--cost-limit`` overrides it for all envs,
+the way ``rl_zoo3.train -params cost_limit:x`` would.
+
+Budgets: ``--ppo-timesteps`` for PPO and PPOLag, ``--sac-timesteps`` for SAC and SACLag; without
+them, each env's YAML ``n_timesteps``, capped by ``--max-timesteps`` when given. SB3 finishes the
+rollout it is in, so an on-policy run makes at least ``n_steps * n_envs`` steps (the JSON keeps
+both the requested and the actual count).
+
+Order and machine load: for each env and each pair, the runs alternate per seed (ppo seed 0,
+ppo_lag seed 0, ppo seed 1, ppo_lag seed 1, ...), so a drift of the machine's load affects both
+members of a pair alike. The JSON records the load average at the start and the end of the
+benchmark and around every run.
+
+Parallel runs (``--jobs N``): the (env, algo, seed) runs are independent, so ``N`` worker processes
+(``spawn``, one torch thread each) run them in the order above. Caveat: a throughput then depends
+on what runs beside it. The two members of a pair are handed out one after the other, so with
+``N >= 2`` they start together, but as soon as one finishes, the next run starts beside the other,
+so the two members do not in general share the same neighbours for their whole run, and on a
+machine with fewer free cores than ``N`` every run is slowed. Treat throughput ratios of a
+``--jobs > 1`` benchmark as indicative; measure them with ``--jobs 1`` on an idle machine. The
+JSON's ``jobs`` field records the worker count and this caveat.
 
 Outputs ``<out>/lagrangian.json`` and ``<out>/lagrangian.png`` (training curves: episode return,
 episode cost, cumulative violations against env steps; one line per run).
 
-Per-env cost limits, the same as ``hyperparams/ppo_lag.yml`` and ``hyperparams/sac_lag.yml``
-(``--cost-limit`` overrides them for all envs): SafePendulum-v0 0.3 per 200-step episode (an
-unconstrained swing-up crosses the unsafe 20-30 degree band for ~1.2 steps per episode, swinging up
-from the other side costs ~0); SafeHopper-v0 0.1 (an episode costs 1 when it ends by falling, so
-this asks for at most ~10% unsafe episodes).
+Usage (the real benchmark: 3 seeds and the YAML budgets, days of CPU; not for a shared machine)::
 
-Usage (the real benchmark: 3 seeds, hours of CPU; do not run it on a shared machine)::
+    python benchmarks/lagrangian.py --out bench_out/lagrangian
 
-    python benchmarks/lagrangian.py --timesteps 200000 --out bench_out/lagrangian
+Shorter budgets, 2 runs at a time::
 
-Smoke run (seconds to minutes; its numbers only show that everything runs)::
+    python benchmarks/lagrangian.py --max-timesteps 200000 --jobs 2 --out bench_out/lagrangian
 
-    python benchmarks/lagrangian.py --timesteps 2000 --seeds 1 --out /tmp/lagrangian_smoke
+Smoke run (about two minutes; its numbers only show that everything runs)::
+
+    python benchmarks/lagrangian.py --envs SafePendulum-v0 --seeds 1 --ppo-timesteps 2048 \\
+        --sac-timesteps 300 --out /tmp/lag_smoke
 
 Only SAC and SACLag::
 
@@ -37,35 +69,81 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
+import multiprocessing
 import os
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import redirect_stdout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import gymnasium as gym
 import numpy as np
 import torch as th
+import yaml
+from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import sync_envs_normalization
 
 import sb3_safe  # noqa: F401 - registers the safe envs
 from sb3_safe.common.cost import read_vec_costs
+from sb3_safe.envs import SAFE_ENVS
+from sb3_safe.zoo.config_files import default_hyperparams_file
 
-# name -> (module, class, takes a cost limit); PPOLag is imported only when asked for.
-ALGOS: dict[str, tuple[str, str, bool]] = {
-    "ppo": ("stable_baselines3", "PPO", False),
-    "ppo_lag": ("sb3_safe.ppo_lag", "PPOLag", True),
-    "sac": ("stable_baselines3", "SAC", False),
-    "sac_lag": ("sb3_safe.sac_lag", "SACLag", True),
+
+class AlgoInfo(NamedTuple):
+    """Where an algorithm lives, which zoo file holds its settings and which pair it belongs to."""
+
+    module: str
+    class_name: str
+    zoo_file: str
+    family: str
+    constrained: bool
+
+
+# The Lagrangian algorithms are imported only when asked for.
+ALGOS: dict[str, AlgoInfo] = {
+    "ppo": AlgoInfo("stable_baselines3", "PPO", "ppo_lag", "ppo", False),
+    "ppo_lag": AlgoInfo("sb3_safe.ppo_lag", "PPOLag", "ppo_lag", "ppo", True),
+    "sac": AlgoInfo("stable_baselines3", "SAC", "sac_lag", "sac", False),
+    "sac_lag": AlgoInfo("sb3_safe.sac_lag", "SACLag", "sac_lag", "sac", True),
 }
-# (constrained, parent) pairs whose throughput ratio is reported.
-RATIO_PAIRS = (("ppo_lag", "ppo"), ("sac_lag", "sac"))
-DEFAULT_COST_LIMITS = {"SafePendulum-v0": 0.3, "SafeHopper-v0": 0.1}
+# family -> (parent, constrained); the throughput ratio constrained / parent is reported.
+FAMILIES: dict[str, tuple[str, str]] = {"ppo": ("ppo", "ppo_lag"), "sac": ("sac", "sac_lag")}
+LAGRANGIAN_KEYS = ("cost_limit", "lagrangian_update", "lagrangian_kwargs")
+EVAL_SEED_OFFSET = 10_000
 TRAINING_EPISODES_FOR_FINAL = 10
+TRACE_POINTS = 200
+JOBS_CAVEAT = (
+    "With workers > 1, runs share the machine: a pair's two members start together but need not keep the "
+    "same neighbours for their whole run, so throughputs and their ratios are indicative only; measure "
+    "ratios with --jobs 1 on an idle machine."
+)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One (env, algo, seed) training run to make.
+
+    :param env_id: Gymnasium env id
+    :param algo: a key of :data:`ALGOS`
+    :param seed: seed of the algorithm and of the training envs
+    :param timesteps: env steps asked of ``learn()``
+    :param eval_episodes: deterministic episodes of the final evaluation
+    :param cost_limit: overrides the YAML's ``cost_limit`` (constrained algorithms only); None keeps it
+    """
+
+    env_id: str
+    algo: str
+    seed: int
+    timesteps: int
+    eval_episodes: int
+    cost_limit: float | None
 
 
 @dataclass
@@ -75,7 +153,9 @@ class RunResult:
     env_id: str
     algo: str
     seed: int
+    timesteps_requested: int
     timesteps: int
+    n_envs: int
     cost_limit: float | None
     wall_s: float
     steps_per_s: float
@@ -85,6 +165,8 @@ class RunResult:
     final_train_cost: float
     violations_total: int
     final_lambda: float | None
+    load_average_before: float
+    load_average_after: float
     episode_end_steps: list[int] = field(default_factory=list)
     episode_returns: list[float] = field(default_factory=list)
     episode_costs: list[float] = field(default_factory=list)
@@ -137,26 +219,97 @@ class SafetyTraceCallback(BaseCallback):
         return True
 
 
-def make_algo(algo: str, env: VecEnv, seed: int, cost_limit: float) -> BaseAlgorithm:
-    """Build one algorithm with its library defaults (plus ``cost_limit`` for the Lagrangian ones)."""
-    module_name, class_name, constrained = ALGOS[algo]
-    algo_class = getattr(importlib.import_module(module_name), class_name)
-    kwargs: dict[str, Any] = {"seed": seed, "device": "cpu", "verbose": 0}
-    if constrained:
-        kwargs["cost_limit"] = cost_limit
-    return algo_class("MlpPolicy", env, **kwargs)
+def hyperparams_file(algo: str) -> Path:
+    """This package's rl_zoo3 file that holds the settings of ``algo`` (and of its pair)."""
+    path = default_hyperparams_file(ALGOS[algo].zoo_file)
+    if path is None:
+        raise FileNotFoundError(f"sb3-safe's hyperparams/{ALGOS[algo].zoo_file}.yml is missing; reinstall sb3-safe")
+    return path
 
 
-def evaluate(model: BaseAlgorithm, env_id: str, seed: int, n_episodes: int) -> tuple[float, float]:
-    """Mean return and mean summed cost of ``n_episodes`` deterministic episodes."""
-    env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000)
+def zoo_entry_name(algo: str, env_id: str) -> str:
+    """The entry of the zoo file that rl_zoo3 uses for ``env_id``: the env id itself, else ``default``."""
+    path = hyperparams_file(algo)
+    entries = yaml.safe_load(path.read_text())
+    if env_id in entries:
+        return env_id
+    if "default" in entries:
+        return "default"
+    raise ValueError(f"{path} has no entry for {env_id} and no 'default' entry")
+
+
+def zoo_manager(algo: str, env_id: str, seed: int, timesteps: int, cost_limit: float | None) -> ExperimentManager:
+    """rl_zoo3's experiment manager for one run, reading sb3-safe's zoo file of the pair.
+
+    ``timesteps = 0`` keeps the YAML's ``n_timesteps``. Nothing is written to disk: the envs are made
+    with ``no_log=True`` and the manager's log folder is never created.
+    """
+    info = ALGOS[algo]
+    override = {"cost_limit": cost_limit} if info.constrained and cost_limit is not None else None
+    return ExperimentManager(
+        argparse.Namespace(),
+        algo,
+        env_id,
+        log_folder=os.devnull,
+        n_timesteps=timesteps,
+        hyperparams=override,
+        seed=seed,
+        verbose=0,
+        device="cpu",
+        config=str(hyperparams_file(algo)),
+    )
+
+
+def read_zoo_settings(manager: ExperimentManager, algo: str) -> dict[str, Any]:
+    """The raw YAML entry (with ``--cost-limit`` applied), minus the Lagrangian keys for a parent."""
+    with redirect_stdout(io.StringIO()):  # read_hyperparameters always prints the entry
+        hyperparams, _ = manager.read_hyperparameters()
+    if not ALGOS[algo].constrained:
+        for key in LAGRANGIAN_KEYS:
+            hyperparams.pop(key, None)
+    return hyperparams
+
+
+def build_model(spec: RunSpec) -> tuple[BaseAlgorithm, ExperimentManager, list[BaseCallback]]:
+    """The model of one run, built by the same steps as rl_zoo3's ``ExperimentManager.setup_experiment``.
+
+    :return: the model (its env made by the zoo), the manager (to make the evaluation env) and the
+        callbacks that the zoo entry asks for
+    """
+    manager = zoo_manager(spec.algo, spec.env_id, spec.seed, spec.timesteps, spec.cost_limit)
+    hyperparams = read_zoo_settings(manager, spec.algo)
+    saved_hyperparams = dict(sorted(hyperparams.items()))
+    with redirect_stdout(io.StringIO()):
+        hyperparams, manager.env_wrapper, zoo_callbacks, manager.vec_env_wrapper = manager._preprocess_hyperparams(
+            hyperparams
+        )
+        env = manager.create_envs(manager.n_envs, no_log=True)
+        hyperparams = manager._preprocess_action_noise(hyperparams, saved_hyperparams, env)
+    info = ALGOS[spec.algo]
+    algo_class = getattr(importlib.import_module(info.module), info.class_name)
+    model = algo_class(env=env, seed=spec.seed, verbose=0, device="cpu", **hyperparams)
+    return model, manager, zoo_callbacks
+
+
+def evaluate(model: BaseAlgorithm, manager: ExperimentManager, seed: int, n_episodes: int) -> tuple[float, float]:
+    """Mean return and mean summed cost of ``n_episodes`` deterministic episodes.
+
+    The env is the zoo's evaluation env (``VecNormalize`` without reward normalisation or statistics
+    updates when the entry normalises), with the training env's observation statistics.
+    """
+    manager.seed = seed + EVAL_SEED_OFFSET
+    with redirect_stdout(io.StringIO()):
+        env = manager.create_envs(1, eval_env=True, no_log=True)
+    training_env = model.get_env()
+    assert training_env is not None
+    sync_envs_normalization(training_env, env)
     returns, costs = [], []
     obs = env.reset()
     episode_return, episode_cost = 0.0, 0.0
     while len(returns) < n_episodes:
-        action, _ = model.predict(obs, deterministic=True)
+        action, _ = model.predict(obs, deterministic=True)  # type: ignore[arg-type]
         obs, rewards, dones, infos = env.step(action)
-        step_costs, _ = read_vec_costs(infos, env_id)
+        step_costs, _ = read_vec_costs(infos, manager.env_name.gym_id)
         episode_return += float(rewards[0])
         episode_cost += float(step_costs[0])
         if dones[0]:
@@ -171,24 +324,29 @@ def tail_mean(values: list[float], count: int) -> float:
     return float(np.mean(values[-count:])) if values else float("nan")
 
 
-def run_one(env_id: str, algo: str, seed: int, args: argparse.Namespace) -> RunResult:
-    cost_limit = args.cost_limit if args.cost_limit is not None else DEFAULT_COST_LIMITS.get(env_id, 25.0)
-    env = make_vec_env(env_id, n_envs=1, seed=seed)
-    model = make_algo(algo, env, seed, cost_limit)
-    trace = SafetyTraceCallback(record_every=max(args.timesteps // 200, 1))
+def run_one(spec: RunSpec) -> RunResult:
+    """Train, time and evaluate one (env, algo, seed) run."""
+    load_before = os.getloadavg()[0]
+    model, manager, zoo_callbacks = build_model(spec)
+    n_envs = model.n_envs
+    trace = SafetyTraceCallback(record_every=max(spec.timesteps // (TRACE_POINTS * n_envs), 1))
     start = time.perf_counter()
-    model.learn(args.timesteps, callback=trace)
+    model.learn(spec.timesteps, callback=[trace, *zoo_callbacks])
     wall_s = time.perf_counter() - start
-    eval_return, eval_cost = evaluate(model, env_id, seed, args.eval_episodes)
-    env.close()
+    eval_return, eval_cost = evaluate(model, manager, spec.seed, spec.eval_episodes)
+    training_env = model.get_env()
+    assert training_env is not None
+    training_env.close()
     # PPOLag and SACLag both expose the current lambda as `lagrange_value`.
     final_lambda = getattr(model, "lagrange_value", None)
     return RunResult(
-        env_id=env_id,
-        algo=algo,
-        seed=seed,
+        env_id=spec.env_id,
+        algo=spec.algo,
+        seed=spec.seed,
+        timesteps_requested=spec.timesteps,
         timesteps=model.num_timesteps,
-        cost_limit=cost_limit if ALGOS[algo][2] else None,
+        n_envs=n_envs,
+        cost_limit=float(model.cost_limit) if ALGOS[spec.algo].constrained else None,  # type: ignore[attr-defined]
         wall_s=wall_s,
         steps_per_s=model.num_timesteps / wall_s,
         eval_return=eval_return,
@@ -197,6 +355,8 @@ def run_one(env_id: str, algo: str, seed: int, args: argparse.Namespace) -> RunR
         final_train_cost=tail_mean(trace.episode_costs, TRAINING_EPISODES_FOR_FINAL),
         violations_total=trace.violations_total,
         final_lambda=None if final_lambda is None else float(final_lambda),
+        load_average_before=load_before,
+        load_average_after=os.getloadavg()[0],
         episode_end_steps=trace.episode_end_steps,
         episode_returns=trace.episode_returns,
         episode_costs=trace.episode_costs,
@@ -205,29 +365,99 @@ def run_one(env_id: str, algo: str, seed: int, args: argparse.Namespace) -> RunR
     )
 
 
+def family_budget(args: argparse.Namespace, family: str, yaml_timesteps: int) -> int:
+    """Env steps per run of a pair: the family's option, else the YAML's, capped by ``--max-timesteps``."""
+    explicit = args.ppo_timesteps if family == "ppo" else args.sac_timesteps
+    if explicit is not None:
+        return int(explicit)
+    return min(yaml_timesteps, args.max_timesteps) if args.max_timesteps is not None else yaml_timesteps
+
+
+def resolve_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Per env and algo: the zoo file and entry used, its settings, the YAML budget and the budget used."""
+    settings: dict[str, dict[str, Any]] = {}
+    for env_id in args.env_ids:
+        settings[env_id] = {}
+        for algo in args.algo_names:
+            hyperparams = read_zoo_settings(zoo_manager(algo, env_id, 0, 0, args.cost_limit), algo)
+            yaml_timesteps = int(hyperparams["n_timesteps"])
+            settings[env_id][algo] = {
+                "file": str(hyperparams_file(algo)),
+                "entry": zoo_entry_name(algo, env_id),
+                "hyperparams": hyperparams,
+                "yaml_n_timesteps": yaml_timesteps,
+                "timesteps": family_budget(args, ALGOS[algo].family, yaml_timesteps),
+            }
+    return settings
+
+
+def plan_runs(args: argparse.Namespace, settings: dict[str, dict[str, Any]]) -> list[RunSpec]:
+    """Runs in the benchmark's order: per env and pair, the pair's members alternate per seed."""
+    specs = []
+    for env_id in args.env_ids:
+        for members in FAMILIES.values():
+            algos = [algo for algo in members if algo in args.algo_names]
+            for seed in range(args.seeds):
+                for algo in algos:
+                    budget = settings[env_id][algo]["timesteps"]
+                    specs.append(RunSpec(env_id, algo, seed, budget, args.eval_episodes, args.cost_limit))
+    return specs
+
+
+def init_worker() -> None:
+    th.set_num_threads(1)
+
+
+def run_all(specs: list[RunSpec], jobs: int) -> Iterator[RunResult]:
+    """The results of ``specs`` in their order, from this process (``jobs == 1``) or ``jobs`` workers."""
+    if jobs == 1:
+        yield from map(run_one, specs)
+        return
+    # spawn, not fork: forking a process whose torch thread pools are running can deadlock.
+    with multiprocessing.get_context("spawn").Pool(jobs, initializer=init_worker) as pool:
+        yield from pool.imap(run_one, specs, chunksize=1)
+
+
 def mean_std(values: list[float]) -> dict[str, float]:
     array = np.asarray(values, dtype=np.float64)
     return {"mean": float(np.nanmean(array)), "std": float(np.nanstd(array)), "n": int(array.size)}
 
 
-def summarise(results: list[RunResult]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Per (env, algo) mean/std over seeds, and per env the throughput ratios of the pairs present."""
+SUMMARY_METRICS = (
+    "eval_return",
+    "eval_cost",
+    "final_train_return",
+    "final_train_cost",
+    "violations_total",
+    "steps_per_s",
+    "timesteps",
+)
+
+
+def summarise(results: list[RunResult]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Per (env, algo) mean/std over seeds; per env the throughput ratios of the pairs present, of the
+    seed means and per seed (a seed's ratio compares two runs made one after the other)."""
     summary: dict[str, dict[str, Any]] = {}
     for env_id in sorted({r.env_id for r in results}):
         summary[env_id] = {}
         for algo in sorted({r.algo for r in results if r.env_id == env_id}):
             runs = [r for r in results if r.env_id == env_id and r.algo == algo]
-            summary[env_id][algo] = {
-                metric: mean_std([getattr(r, metric) for r in runs])
-                for metric in ("eval_return", "eval_cost", "final_train_return", "final_train_cost", "violations_total", "steps_per_s")
-            }
+            summary[env_id][algo] = {metric: mean_std([getattr(r, metric) for r in runs]) for metric in SUMMARY_METRICS}
     ratios: dict[str, dict[str, float]] = {}
+    ratios_per_seed: dict[str, dict[str, dict[str, float]]] = {}
     for env_id, per_algo in summary.items():
-        for constrained, parent in RATIO_PAIRS:
-            if constrained in per_algo and parent in per_algo:
-                ratio = per_algo[constrained]["steps_per_s"]["mean"] / per_algo[parent]["steps_per_s"]["mean"]
-                ratios.setdefault(env_id, {})[f"{constrained}/{parent}"] = ratio
-    return summary, ratios
+        for parent, constrained in FAMILIES.values():
+            if constrained not in per_algo or parent not in per_algo:
+                continue
+            name = f"{constrained}/{parent}"
+            ratio = per_algo[constrained]["steps_per_s"]["mean"] / per_algo[parent]["steps_per_s"]["mean"]
+            ratios.setdefault(env_id, {})[name] = ratio
+            speeds = {(r.algo, r.seed): r.steps_per_s for r in results if r.env_id == env_id}
+            seeds = sorted({seed for algo, seed in speeds if (parent, seed) in speeds and (constrained, seed) in speeds})
+            ratios_per_seed.setdefault(env_id, {})[name] = {
+                str(seed): speeds[(constrained, seed)] / speeds[(parent, seed)] for seed in seeds
+            }
+    return summary, ratios, ratios_per_seed
 
 
 def plot(results: list[RunResult], path: Path) -> None:
@@ -247,9 +477,9 @@ def plot(results: list[RunResult], path: Path) -> None:
             axes[row][0].plot(result.episode_end_steps, result.episode_returns, **style)
             axes[row][1].plot(result.episode_end_steps, result.episode_costs, **style)
             axes[row][2].plot(result.violation_steps, result.cumulative_violations, **style)
-        limit = next((r.cost_limit for r in results if r.env_id == env_id and r.cost_limit is not None), None)
-        if limit is not None:
-            axes[row][1].axhline(limit, color="k", linestyle="--", label="cost limit")
+        limits = sorted({r.cost_limit for r in results if r.env_id == env_id and r.cost_limit is not None})
+        for limit in limits:
+            axes[row][1].axhline(limit, color="k", linestyle="--", label=f"cost limit {limit:g}")
         for col, title in enumerate(("episode return", "episode cost", "cumulative violations")):
             axes[row][col].set_title(f"{env_id}: {title}")
             axes[row][col].set_xlabel("env steps")
@@ -259,27 +489,54 @@ def plot(results: list[RunResult], path: Path) -> None:
     plt.close(fig)
 
 
+def comma_list(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("--envs", default="SafePendulum-v0,SafeHopper-v0", help="comma-separated env ids")
     parser.add_argument("--algos", default="ppo,ppo_lag,sac,sac_lag", help=f"comma-separated, from {sorted(ALGOS)}")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
-    parser.add_argument("--timesteps", type=int, default=200_000, help="env steps per run")
+    parser.add_argument("--ppo-timesteps", type=int, default=None, help="env steps per PPO/PPOLag run (default: YAML)")
+    parser.add_argument("--sac-timesteps", type=int, default=None, help="env steps per SAC/SACLag run (default: YAML)")
+    parser.add_argument(
+        "--max-timesteps", type=int, default=None, help="cap on the YAML's n_timesteps (not on --ppo/--sac-timesteps)"
+    )
     parser.add_argument("--eval-episodes", type=int, default=5, help="deterministic episodes for the final return/cost")
-    parser.add_argument("--cost-limit", type=float, default=None, help="per-episode budget for every env (default: per env)")
-    parser.add_argument("--torch-threads", type=int, default=1, help="torch CPU threads (small MLPs run best on 1)")
+    parser.add_argument("--cost-limit", type=float, default=None, help="per-episode budget for every env (default: YAML)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes running runs in parallel (1 torch thread each)")
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch CPU threads with --jobs 1 (small MLPs run best on 1)")
     parser.add_argument("--out", default="bench_out/lagrangian", help="output folder")
     args = parser.parse_args(argv)
-    args.env_ids = [name.strip() for name in args.envs.split(",") if name.strip()]
-    args.algo_names = [name.strip() for name in args.algos.split(",") if name.strip()]
+    args.env_ids = comma_list(args.envs)
+    args.algo_names = comma_list(args.algos)
     unknown = [name for name in args.algo_names if name not in ALGOS]
     if unknown:
         parser.error(f"unknown algorithm(s) {unknown}; choose from {sorted(ALGOS)}")
-    if args.seeds < 1 or args.timesteps < 1 or args.eval_episodes < 1:
-        parser.error("--seeds, --timesteps and --eval-episodes must be >= 1")
+    unregistered = [env_id for env_id in args.env_ids if env_id not in gym.registry]
+    if unregistered or not args.env_ids:
+        parser.error(f"unknown or missing env id(s) {unregistered}; sb3-safe registers {sorted(SAFE_ENVS)}")
+    for name in ("seeds", "eval_episodes", "jobs", "torch_threads", "ppo_timesteps", "sac_timesteps", "max_timesteps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.jobs > 1 and args.torch_threads != 1:
+        parser.error("--torch-threads applies to --jobs 1 only: each of the --jobs workers uses 1 torch thread")
     if args.cost_limit is not None and args.cost_limit < 0:
         parser.error("--cost-limit must be >= 0")
     return args
+
+
+def print_run(result: RunResult) -> None:
+    print(
+        f"{result.env_id} {result.algo} seed {result.seed}: {result.timesteps} steps, eval return "
+        f"{result.eval_return:.1f}, eval cost {result.eval_cost:.2f}, violations {result.violations_total}, "
+        f"{result.steps_per_s:.0f} steps/s",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -287,35 +544,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     th.set_num_threads(args.torch_threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    load_at_start = list(os.getloadavg())
+    settings = resolve_settings(args)
+    specs = plan_runs(args, settings)
     results: list[RunResult] = []
-    for env_id in args.env_ids:
-        for seed in range(args.seeds):
-            # Algorithms of one seed run back to back so that their throughputs see the same machine load.
-            for algo in args.algo_names:
-                result = run_one(env_id, algo, seed, args)
-                results.append(result)
-                print(
-                    f"{env_id} {algo} seed {seed}: eval return {result.eval_return:.1f}, eval cost {result.eval_cost:.2f}, "
-                    f"violations {result.violations_total}, {result.steps_per_s:.0f} steps/s",
-                    flush=True,
-                )
-    summary, ratios = summarise(results)
+    for result in run_all(specs, args.jobs):
+        results.append(result)
+        print_run(result)
+    summary, ratios, ratios_per_seed = summarise(results)
     report = {
         "config": {key: value for key, value in vars(args).items() if key not in ("env_ids", "algo_names")},
+        "jobs": {
+            "workers": args.jobs,
+            "torch_threads_per_worker": 1 if args.jobs > 1 else args.torch_threads,
+            "caveat": JOBS_CAVEAT if args.jobs > 1 else "runs made one at a time, in this process",
+        },
+        "settings": settings,
         "machine": {
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
+            "load_average_at_start": load_at_start,
             "load_average_at_end": list(os.getloadavg()),
             "torch": th.__version__,
-            "torch_threads": th.get_num_threads(),
         },
         "summary": summary,
         "throughput_ratios": ratios,
+        "throughput_ratios_per_seed": ratios_per_seed,
         "runs": [asdict(r) for r in results],
     }
     (out / "lagrangian.json").write_text(json.dumps(report, indent=1))
     plot(results, out / "lagrangian.png")
-    print(json.dumps({"summary": summary, "throughput_ratios": ratios}, indent=1))
+    print(json.dumps({"summary": summary, "throughput_ratios": ratios, "jobs": report["jobs"]}, indent=1))
     return report
 
 

@@ -121,9 +121,27 @@ def test_env_without_cost_names_the_env() -> None:
 def test_box_actions_and_both_cost_heads_run(cost_value_head: str) -> None:
     model = small_ppo_lag(make_env(continuous=True), policy_kwargs=dict(cost_value_head=cost_value_head))
     model.learn(256)
-    names = [name for name, _ in model.policy.named_parameters() if name.startswith("cost_value_net")]
-    assert len(names) == (2 if cost_value_head == "shared" else 6)
+    cost_names = [name for name, _ in model.policy.named_parameters() if name.startswith("cost_value_net")]
+    assert len(cost_names) == (2 if cost_value_head == "shared" else 0)
+    # TRPO's rule: every critic parameter (reward and cost) has "value" in its name.
+    critic_names = {name for name, _ in model.policy.named_parameters() if "value" in name}
+    assert len(critic_names) == (4 + 2 + 2 if cost_value_head == "shared" else 6)
     assert np.isfinite(model.logger.name_to_value["train/cost_value_loss"])
+
+
+def test_twin_critic_members_are_independent_value_functions() -> None:
+    policy = small_ppo_lag(make_env(continuous=True)).policy
+    obs = th.rand(5, 1)
+    values, cost_values = policy.predict_critics(obs)
+    with th.no_grad():
+        policy.value_net.head.weight[1].add_(1.0)  # member 1 is the cost critic
+    new_values, new_cost_values = policy.predict_critics(obs)
+    assert th.equal(values, new_values) and not th.allclose(cost_values, new_cost_values)
+    # The same pass gives what SB3's layout gives: forward and evaluate_actions return the reward values.
+    actions, forward_values, _ = policy(obs, deterministic=True)
+    assert th.allclose(forward_values, new_values)
+    eval_values, _, _ = policy.evaluate_actions(obs, actions)
+    assert th.allclose(eval_values, new_values)
 
 
 def test_dict_observations_and_pid_multiplier_run() -> None:

@@ -135,9 +135,9 @@ class CostOnPolicyMixin:
             "cost_gae_lambda": self.cost_gae_lambda,
         }
         super()._setup_model()  # type: ignore[misc]
-        if not callable(getattr(self.policy, "predict_cost_values", None)):
+        if not callable(getattr(self.policy, "forward_with_cost", None)):
             raise TypeError(
-                f"{type(self).__name__} needs a policy with a cost value function (predict_cost_values), such as "
+                f"{type(self).__name__} needs a policy with a cost value function (forward_with_cost, predict_critics), such as "
                 f"sb3_safe.ppo_lag.policies.CostActorCriticPolicy ('MlpPolicy'); got {type(self.policy).__name__}"
             )
 
@@ -191,8 +191,7 @@ class CostOnPolicyMixin:
 
             with th.no_grad():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)
-                actions, values, log_probs = self.policy(obs_tensor)
-                cost_values = self.policy.predict_cost_values(obs_tensor)
+                actions, values, cost_values, log_probs = self.policy.forward_with_cost(obs_tensor)
             actions = actions.cpu().numpy()
 
             clipped_actions = actions
@@ -228,8 +227,8 @@ class CostOnPolicyMixin:
                 ):
                     terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
                     with th.no_grad():
-                        terminal_value = self.policy.predict_values(terminal_obs)[0]
-                        terminal_cost_value = self.policy.predict_cost_values(terminal_obs)[0]
+                        terminal_values, terminal_cost_values = self.policy.predict_critics(terminal_obs)
+                    terminal_value, terminal_cost_value = terminal_values[0], terminal_cost_values[0]
                     rewards[idx] += self.gamma * terminal_value
                     costs[idx] += self.cost_gamma * float(terminal_cost_value)
 
@@ -248,8 +247,7 @@ class CostOnPolicyMixin:
 
         with th.no_grad():
             new_obs_tensor = obs_as_tensor(new_obs, self.device)
-            values = self.policy.predict_values(new_obs_tensor)
-            last_cost_values = self.policy.predict_cost_values(new_obs_tensor)
+            values, last_cost_values = self.policy.predict_critics(new_obs_tensor)
 
         rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
         rollout_buffer.compute_cost_returns_and_advantage(  # type: ignore[attr-defined]

@@ -382,8 +382,8 @@ class CPO(CostOnPolicyMixin, TRPO):
         value_losses, cost_value_losses = [], []
         for _ in range(self.n_critic_updates):
             for rollout_data in self.rollout_buffer.get(self.batch_size):
-                values_pred = self.policy.predict_values(rollout_data.observations).flatten()
-                cost_values_pred = self.policy.predict_cost_values(rollout_data.observations).flatten()
+                values_pred, cost_values_pred = self.policy.predict_critics(rollout_data.observations)
+                values_pred, cost_values_pred = values_pred.flatten(), cost_values_pred.flatten()
                 value_loss = F.mse_loss(rollout_data.returns, values_pred)
                 cost_value_loss = F.mse_loss(rollout_data.cost_returns, cost_values_pred)
                 value_losses.append(value_loss.item())

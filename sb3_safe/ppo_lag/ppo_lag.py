@@ -191,9 +191,10 @@ class PPOLag(LagrangianMixin, PPO):
                 if isinstance(self.action_space, spaces.Discrete):
                     actions = rollout_data.actions.long().flatten()
 
-                values, log_prob, entropy = self.policy.evaluate_actions(rollout_data.observations, actions)
-                values = values.flatten()
-                cost_values = self.policy.predict_cost_values(rollout_data.observations).flatten()
+                values, cost_values, log_prob, entropy = self.policy.evaluate_actions_with_cost(
+                    rollout_data.observations, actions
+                )
+                values, cost_values = values.flatten(), cost_values.flatten()
                 # cost: normalised together so that the reward/cost trade-off is the raw Lagrangian's
                 advantages, cost_advantages = normalise_advantages(
                     rollout_data.advantages,
