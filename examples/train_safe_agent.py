@@ -1,60 +1,80 @@
 """Train an agent on a safe env for a short budget and print its return, cost and violations.
 
-    python examples/train_safe_agent.py --algo ppo_lag --env SafePendulum-v0 --timesteps 20000
+    python examples/train_safe_agent.py --algo ppo_lag --env SafePendulum-v0 --timesteps 30000
 
-The default is PPO-Lagrangian with a per-episode cost budget (``--cost-limit``); ``--algo ppo``
-trains the unconstrained parent for comparison. Any SB3 algorithm works with the safety
-metrics, which come from ``SafetyMetricsCallback`` and ``evaluate_safe_policy`` reading the
-env's ``info["cost"]``.
+The default is PPO-Lagrangian with the settings of ``hyperparams/ppo_lag.yml`` (rl_zoo3's tuned
+Pendulum settings plus the per-episode cost budget); ``--algo ppo`` trains the unconstrained
+parent with the same settings minus the constraint, for comparison. The safety metrics come from
+``SafetyMetricsCallback`` and ``evaluate_safe_policy``, which work with any SB3 algorithm.
+For other envs and algorithms use the RL Zoo: ``python -m rl_zoo3.train --algo ppo_lag --env ...``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+from pathlib import Path
+from typing import Any
 
+import torch as th
+import yaml
+from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
-import sb3_safe
 from sb3_safe import SafetyMetricsCallback, evaluate_safe_policy
+from sb3_safe.ppo_lag import PPOLag
 
-ALGORITHMS = {
-    "ppo": "stable_baselines3:PPO",
-    "ppo_lag": "sb3_safe.ppo_lag:PPOLag",
-    "sac": "stable_baselines3:SAC",
-    "sac_lag": "sb3_safe.sac_lag:SACLag",
-}
-CONSTRAINED = {"ppo_lag", "sac_lag"}
+HYPERPARAMS = Path(__file__).resolve().parents[1] / "hyperparams" / "ppo_lag.yml"
+ZOO_ONLY_KEYS = ("n_envs", "n_timesteps", "policy")
+LAGRANGIAN_KEYS = ("cost_limit", "lagrangian_update", "lagrangian_kwargs")
 
 
-def load_algorithm(name: str) -> type:
-    module, cls = ALGORITHMS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+def ppo_lag_settings(env_id: str) -> dict[str, Any]:
+    """The constructor arguments of ``hyperparams/ppo_lag.yml``'s entry for ``env_id``."""
+    entries = yaml.safe_load(HYPERPARAMS.read_text())
+    if env_id not in entries:
+        raise SystemExit(f"{HYPERPARAMS.name} has no entry for {env_id}; choose one of {sorted(entries)}")
+    settings = dict(entries[env_id])
+    zoo_features = sorted(set(settings) & {"normalize", "frame_stack", "env_wrapper", "callback", "policy_kwargs"})
+    if zoo_features:
+        raise SystemExit(f"{env_id}'s entry uses {zoo_features}: train it with python -m rl_zoo3.train --algo ppo_lag")
+    return settings
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algo", choices=sorted(ALGORITHMS), default="ppo_lag")
-    parser.add_argument("--cost-limit", type=float, default=1.0, help="per-episode cost budget of the constrained algorithms")
-    parser.add_argument("--env", default="SafePendulum-v0", choices=sorted(sb3_safe.envs.SAFE_ENVS))
-    parser.add_argument("--timesteps", type=int, default=20_000)
-    parser.add_argument("--n-envs", type=int, default=4)
+    parser.add_argument("--algo", choices=["ppo_lag", "ppo"], default="ppo_lag")
+    parser.add_argument("--env", default="SafePendulum-v0")
+    parser.add_argument("--timesteps", type=int, default=30_000)
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-threads", type=int, default=1, help="torch threads (small MLPs run fastest on one)")
     args = parser.parse_args()
+    th.set_num_threads(args.num_threads)
 
-    env = make_vec_env(args.env, n_envs=args.n_envs, seed=args.seed)
-    kwargs = {"cost_limit": args.cost_limit} if args.algo in CONSTRAINED else {}
-    model = load_algorithm(args.algo)("MlpPolicy", env, seed=args.seed, verbose=0, **kwargs)
+    settings = ppo_lag_settings(args.env)
+    n_envs = settings.pop("n_envs", 1)
+    for key in ZOO_ONLY_KEYS:
+        settings.pop(key, None)
+    if args.algo == "ppo":
+        for key in LAGRANGIAN_KEYS:
+            settings.pop(key, None)
+    algorithm = PPOLag if args.algo == "ppo_lag" else PPO
+
+    env = make_vec_env(args.env, n_envs=n_envs, seed=args.seed)
+    model = algorithm("MlpPolicy", env, seed=args.seed, **settings)
     callback = SafetyMetricsCallback()
     model.learn(args.timesteps, callback=callback)
-    returns, _, costs, violations = evaluate_safe_policy(
-        model, make_vec_env(args.env, n_envs=1, seed=args.seed + 1000), args.eval_episodes, return_episode_rewards=True
-    )
+    eval_env = make_vec_env(args.env, n_envs=1, seed=args.seed + 1000)
+    returns, _, costs, violations = evaluate_safe_policy(model, eval_env, args.eval_episodes, return_episode_rewards=True)
+
     n = len(returns)
-    print(f"{args.algo} on {args.env}, {args.timesteps} steps, seed {args.seed}")
-    print(f"training: {callback.stats.violations_total} violations, cost rate {callback.stats.cost_rate:.3f} per step")
-    print(f"evaluation over {n} episodes: return {sum(returns) / n:.1f}, cost {sum(costs) / n:.1f}, violations {sum(violations) / n:.1f}")
+    budget = f", cost limit {settings['cost_limit']} per episode" if "cost_limit" in settings else ""
+    print(f"{args.algo} on {args.env}, {model.num_timesteps} steps, seed {args.seed}{budget}")
+    print(f"training: {callback.stats.violations_total} violations, cost rate {callback.stats.cost_rate:.4f} per step")
+    print(
+        f"evaluation over {n} episodes: return {sum(returns) / n:.1f}, cost {sum(costs) / n:.2f}, "
+        f"violations {sum(violations) / n:.2f} per episode"
+    )
 
 
 if __name__ == "__main__":
