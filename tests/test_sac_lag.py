@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from torch.nn import functional as F
 from gymnasium import spaces
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
@@ -146,8 +147,8 @@ def test_cost_critic_learns_that_large_actions_cost(trained: tuple[SACLag, Lambd
     model, _, _ = trained
     observations = th.linspace(0.0, 0.9, 10).reshape(-1, 1)
     with th.no_grad():
-        costly = th.cat(model.cost_critic(observations, th.ones(10, 1)), dim=1).max(dim=1).values
-        free = th.cat(model.cost_critic(observations, -th.ones(10, 1)), dim=1).max(dim=1).values
+        costly = th.cat(model.critic(observations, th.ones(10, 1))[1], dim=1).max(dim=1).values
+        free = th.cat(model.critic(observations, -th.ones(10, 1))[1], dim=1).max(dim=1).values
     # Q_c(s, 1) - Q_c(s, -1) is the immediate cost 1 (the continuation is the same policy's).
     assert th.all(costly - free > 0.5)
 
@@ -187,10 +188,15 @@ def test_save_load_round_trip(trained: tuple[SACLag, LambdaRecorder, KeyRecorder
     np.testing.assert_allclose(loaded.predict(observations, deterministic=True)[0], model.predict(observations, deterministic=True)[0])
     assert loaded.lagrange_value == model.lagrange_value
     assert loaded.cost_limit == COST_LIMIT
-    for saved, restored in zip(model.cost_critic.parameters(), loaded.cost_critic.parameters()):
+    # The reward and cost critics, their target and their optimiser state all come back.
+    for saved, restored in zip(model.critic.parameters(), loaded.critic.parameters(), strict=True):
         assert th.equal(saved, restored)
-    for saved, restored in zip(model.cost_critic_target.parameters(), loaded.cost_critic_target.parameters()):
+    for saved, restored in zip(model.critic_target.parameters(), loaded.critic_target.parameters(), strict=True):
         assert th.equal(saved, restored)
+    saved_adam, restored_adam = model.critic.optimizer.state_dict()["state"], loaded.critic.optimizer.state_dict()["state"]
+    assert saved_adam.keys() == restored_adam.keys() and len(saved_adam) > 0
+    for key, state in saved_adam.items():
+        assert th.equal(state["exp_avg_sq"], restored_adam[key]["exp_avg_sq"])
     assert loaded.safety_stats.violations_total == model.safety_stats.violations_total
     # The multiplier's optimiser state came back too: the same next update gives the same lambda.
     assert loaded.lagrange_multiplier.update(5.0) == pytest.approx(model.lagrange_multiplier.update(5.0))
@@ -305,3 +311,73 @@ def test_cost_replay_buffer_rejects_bad_costs() -> None:
     with pytest.raises(ValueError, match="one cost per sub-env"):
         buffer.add(*transition, [{}], costs=np.array([1.0, 2.0]))
     assert buffer.pos == 0
+
+
+@pytest.mark.parametrize("n_critics", [1, 2, 3])
+def test_fused_critic_equals_independent_mlps(n_critics: int) -> None:
+    """The ensemble critic's members are ``n_critics`` reward and ``n_critics`` cost MLPs of SB3's shape
+    (``net_arch["qf"]``, ``activation_fn``), each with its own weights; its forward is theirs."""
+    env = GreedyActionEnv()
+    policy_kwargs = dict(net_arch=dict(pi=[4], qf=[8, 6]), activation_fn=th.nn.Tanh, n_critics=n_critics)
+    model = SACLag("MlpPolicy", env, cost_limit=COST_LIMIT, policy_kwargs=policy_kwargs, seed=0)
+    critic = model.critic
+    assert critic.n_members == 2 * n_critics
+    ensemble_layers = [layer for layer in critic.q_networks if isinstance(layer, th.nn.Module) and hasattr(layer, "weight")]
+    assert [tuple(layer.weight.shape) for layer in ensemble_layers] == [(2 * n_critics, 2, 8), (2 * n_critics, 8, 6), (2 * n_critics, 6, 1)]
+    independent = []
+    for member in range(2 * n_critics):
+        linears = [th.nn.Linear(2, 8), th.nn.Linear(8, 6), th.nn.Linear(6, 1)]
+        for linear, layer in zip(linears, ensemble_layers, strict=True):
+            linear.weight.data.copy_(layer.weight[member].T)
+            linear.bias.data.copy_(layer.bias[member, 0])
+        independent.append(th.nn.Sequential(linears[0], th.nn.Tanh(), linears[1], th.nn.Tanh(), linears[2]))
+    # Members were initialised independently (no two share weights).
+    first_layer = ensemble_layers[0].weight
+    assert all(not th.equal(first_layer[i], first_layer[j]) for i in range(2 * n_critics) for j in range(i))
+
+    observations, actions = th.rand(7, 1), th.rand(7, 1) * 2 - 1
+    with th.no_grad():
+        reward_qs, cost_qs = critic(observations, actions)
+        expected = [net(th.cat([observations, actions], dim=1)) for net in independent]
+    assert len(reward_qs) == len(cost_qs) == n_critics
+    for got, want in zip([*reward_qs, *cost_qs], expected, strict=True):
+        assert got.shape == (7, 1)
+        th.testing.assert_close(got, want)
+    # The target starts as an exact copy, and one optimiser trains every member.
+    for online, target in zip(critic.parameters(), model.critic_target.parameters(), strict=True):
+        assert th.equal(online, target)
+    optimised = {id(p) for group in critic.optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in critic.parameters()}
+
+
+
+def test_fused_targets_and_losses_are_sacs_and_the_cost_critics() -> None:
+    """The fused targets are SAC's soft target (min over the reward twins) and the cost target (max over
+    the cost twins, no entropy term); the losses are SAC's per group, and each loss trains only its members."""
+    model = SACLag("MlpPolicy", GreedyActionEnv(), cost_limit=COST_LIMIT, cost_gamma=0.7, **{**FAST_KWARGS, "learning_starts": 60})
+    model.learn(80)
+    batch = model.replay_buffer.sample(64)  # type: ignore[union-attr]
+    assert batch.costs.sum() > 0
+    ent_coef = th.tensor(0.3)
+    th.manual_seed(3)
+    targets = model._critic_targets(batch, ent_coef, model.gamma)
+    th.manual_seed(3)
+    with th.no_grad():
+        next_actions, next_log_prob = model.actor.action_log_prob(batch.next_observations)
+        (r0, r1), (c0, c1) = model.critic_target(batch.next_observations, next_actions)
+    soft_value = th.minimum(r0, r1) - ent_coef * next_log_prob.reshape(-1, 1)
+    reward_target = batch.rewards + (1 - batch.dones) * model.gamma * soft_value
+    cost_target = batch.costs + (1 - batch.dones) * 0.7 * th.maximum(c0, c1)
+    assert targets.shape == (4, 64, 1)
+    for member, expected in enumerate([reward_target, reward_target, cost_target, cost_target]):
+        th.testing.assert_close(targets[member], expected)
+
+    critic_loss, cost_critic_loss = model._critic_losses(batch, targets)
+    reward_qs, cost_qs = model.critic(batch.observations, batch.actions)
+    th.testing.assert_close(critic_loss, 0.5 * sum(F.mse_loss(q, reward_target) for q in reward_qs))
+    th.testing.assert_close(cost_critic_loss, 0.5 * sum(F.mse_loss(q, cost_target) for q in cost_qs))
+    first_layer = model.critic.q_networks[0].weight
+    (cost_grad,) = th.autograd.grad(cost_critic_loss, first_layer, retain_graph=True)
+    (reward_grad,) = th.autograd.grad(critic_loss, first_layer)
+    assert th.all(cost_grad[:2] == 0) and th.any(cost_grad[2:] != 0)
+    assert th.all(reward_grad[2:] == 0) and th.any(reward_grad[:2] != 0)

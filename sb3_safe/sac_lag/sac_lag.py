@@ -10,10 +10,9 @@ from gymnasium import spaces
 from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
-from stable_baselines3.common.policies import BasePolicy, ContinuousCritic
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import get_parameters_by_name, polyak_update
-from torch.nn import functional as F
+from stable_baselines3.common.utils import polyak_update
 
 from sb3_safe.common.cost import env_name
 from sb3_safe.common.lagrange import (
@@ -32,6 +31,7 @@ from sb3_safe.sac_lag.policies import (
     CnnPolicy,
     MlpPolicy,
     MultiInputPolicy,
+    RewardCostCritic,
     SACLagPolicy,
 )
 
@@ -61,12 +61,19 @@ class SACLag(SAC):
 
     What it adds to SB3's SAC:
 
-    * **Cost critic** -- a twin ``Q_c(s, a)`` (``policy.cost_critic``) with its own Polyak target,
-      trained on ``y_c = c + cost_gamma (1 - done) max_i Q_c,i'(s', a')``, ``a' ~ pi(s')``. The target
+    * **Cost critic** -- a twin ``Q_c(s, a)`` with a Polyak target, trained on
+      ``y_c = c + cost_gamma (1 - done) max_i Q_c,i'(s', a')``, ``a' ~ pi(s')``. The target
       takes the **max** over the twin cost critics: the pessimistic (over-)estimate of the future
       cost, mirroring SAC's min for the reward, so that estimation errors make the policy more
       cautious rather than less. There is no entropy term in the cost target (entropy is a bonus
-      on the reward side only).
+      on the reward side only). The reward and cost critics are the members of one ensemble MLP,
+      :class:`~sb3_safe.sac_lag.policies.RewardCostCritic` (``critic``, target ``critic_target``, one
+      optimiser ``critic.optimizer``): one forward pass and one backward pass evaluate and train all
+      four Q-functions, so the cost critic adds little time to SAC's (SB3 runs its Q-networks one by
+      one). The losses are SAC's and the cost critic's, unchanged; their sum is minimised in one step,
+      which is the same as two separate steps because the two critics share no trainable parameter
+      (except a trainable critic features extractor, then trained by both losses) and Adam is per
+      parameter. The cost critics therefore use the critic's learning rate.
     * **Actor loss** -- ``(alpha log pi - min_i Q_r,i + lambda max_i Q_c,i) / (1 + lambda)``. The division
       by ``1 + lambda`` (SPEC.md 2.3, as OmniSafe) keeps the gradient scale bounded when lambda
       grows, so the actor's Adam step size keeps its meaning; ``normalize_actor_loss=False`` drops it.
@@ -90,7 +97,7 @@ class SACLag(SAC):
       :class:`~sb3_safe.common.safety_stats.SafetyStats`' ``rollout/ep_cost_mean``,
       ``safety/violations_total`` and ``safety/cost_rate``.
 
-    ``save``/``load`` keep the cost critics (part of the policy), their optimiser, the multiplier
+    ``save``/``load`` keep the reward and cost critics (part of the policy), their optimiser, the multiplier
     (value and optimiser/PID state) and the safety statistics.
     Limitations: n-step returns (``n_steps > 1``) are not supported (the cost buffer stores 1-step
     costs); discrete actions are not supported (SAC).
@@ -146,9 +153,9 @@ class SACLag(SAC):
     # The plain rule's step size used when lagrangian_kwargs has no "lr" (see the class docstring).
     DEFAULT_LAGRANGIAN_LR: ClassVar[float] = 0.035
     policy: SACLagPolicy
+    critic: RewardCostCritic
+    critic_target: RewardCostCritic
     lagrange_multiplier: LagrangeMultiplier
-    cost_critic: ContinuousCritic
-    cost_critic_target: ContinuousCritic
 
     def __init__(
         self,
@@ -265,16 +272,9 @@ class SACLag(SAC):
         super()._setup_model()
         if not isinstance(self.policy, SACLagPolicy):
             raise TypeError(f"SACLag needs a SACLagPolicy (with a cost critic), got {type(self.policy).__name__}")
-        self.cost_batch_norm_stats = get_parameters_by_name(self.cost_critic, ["running_"])
-        self.cost_batch_norm_stats_target = get_parameters_by_name(self.cost_critic_target, ["running_"])
         # On load the saved statistics are already in place (SB3 restores attributes before _setup_model).
         if self.safety_stats is None:
             self.safety_stats = SafetyStats(self.n_envs, self._stats_window_size, env_id)
-
-    def _create_aliases(self) -> None:
-        super()._create_aliases()
-        self.cost_critic = self.policy.cost_critic
-        self.cost_critic_target = self.policy.cost_critic_target
 
     @property
     def lagrange_value(self) -> float:
@@ -329,17 +329,49 @@ class SACLag(SAC):
         self.safety_stats.record(self.logger)
         super().dump_logs()
 
+    def _critic_targets(self, replay_data: CostReplayBufferSamples, ent_coef: th.Tensor, discounts: th.Tensor | float) -> th.Tensor:
+        """TD targets of every critic member, from one forward pass of the target critic.
+
+        :param replay_data: the sampled transitions (with their costs)
+        :param ent_coef: the entropy coefficient alpha
+        :param discounts: the reward discount (per sample or a float)
+        :return: shape ``(2 * n_critics, batch, 1)``: SAC's soft target ``r + gamma (1 - done) (min_i Q_r,i' - alpha
+            log pi)`` for the reward members, ``c + cost_gamma (1 - done) max_i Q_c,i'`` for the cost members
+        """
+        n_critics = self.critic.n_critics
+        with th.no_grad():
+            next_actions, next_log_prob = self.actor.action_log_prob(replay_data.next_observations)
+            next_q_all = self.critic_target.all_q_values(replay_data.next_observations, next_actions)
+            next_q_values = next_q_all[:n_critics].min(dim=0).values - ent_coef * next_log_prob.reshape(-1, 1)
+            target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
+            # Pessimistic cost target: the max over the twin target cost critics, no entropy term.
+            next_cost_q = next_q_all[n_critics:].max(dim=0).values
+            target_cost_q = replay_data.costs + (1 - replay_data.dones) * self.cost_gamma * next_cost_q
+            return th.cat([target_q_values.expand(n_critics, -1, -1), target_cost_q.expand(n_critics, -1, -1)])
+
+    def _critic_losses(self, replay_data: CostReplayBufferSamples, targets: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """SAC's critic loss and the cost critic's: per group, 0.5 * the sum over its members of the MSE to the target.
+
+        :param replay_data: the sampled transitions
+        :param targets: the members' targets (:meth:`_critic_targets`)
+        :return: ``(reward critic loss, cost critic loss)``
+        """
+        n_critics = self.critic.n_critics
+        member_mse = (self.critic.all_q_values(replay_data.observations, replay_data.actions) - targets).square().mean(dim=(1, 2))
+        return 0.5 * member_mse[:n_critics].sum(), 0.5 * member_mse[n_critics:].sum()
+
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         # SAC.train() has no hook between its critic and actor updates, so it is re-written here with
-        # the same structure and order (entropy coefficient, critic, actor, targets); the additions are
-        # the cost critic update, the lambda term of the actor loss and the multiplier update.
+        # the same structure and order (entropy coefficient, critics, actor, targets); the additions are
+        # the cost critic targets and loss, the lambda term of the actor loss and the multiplier update.
         self._update_lagrange_multiplier()
         lambda_value = self.lagrange_multiplier.value
         self.policy.set_training_mode(True)
-        optimizers = [self.actor.optimizer, self.critic.optimizer, self.cost_critic.optimizer]
+        optimizers = [self.actor.optimizer, self.critic.optimizer]
         if self.ent_coef_optimizer is not None:
             optimizers += [self.ent_coef_optimizer]
         self._update_learning_rate(optimizers)
+        n_critics = self.critic.n_critics
 
         ent_coef_losses, ent_coefs = [], []
         actor_losses, critic_losses, cost_critic_losses, cost_q_means = [], [], [], []
@@ -370,37 +402,22 @@ class SACLag(SAC):
                 ent_coef_loss.backward()
                 self.ent_coef_optimizer.step()
 
-            with th.no_grad():
-                next_actions, next_log_prob = self.actor.action_log_prob(replay_data.next_observations)
-                next_q_values = th.cat(self.critic_target(replay_data.next_observations, next_actions), dim=1)
-                next_q_values, _ = th.min(next_q_values, dim=1, keepdim=True)
-                next_q_values = next_q_values - ent_coef * next_log_prob.reshape(-1, 1)
-                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
-                # Pessimistic cost target: the max over the twin target cost critics, no entropy term.
-                next_cost_q = th.cat(self.cost_critic_target(replay_data.next_observations, next_actions), dim=1)
-                next_cost_q, _ = th.max(next_cost_q, dim=1, keepdim=True)
-                target_cost_q = replay_data.costs + (1 - replay_data.dones) * self.cost_gamma * next_cost_q
-
-            current_q_values = self.critic(replay_data.observations, replay_data.actions)
-            critic_loss = 0.5 * sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
-            assert isinstance(critic_loss, th.Tensor)
+            targets = self._critic_targets(replay_data, ent_coef, discounts)
+            critic_loss, cost_critic_loss = self._critic_losses(replay_data, targets)
             critic_losses.append(critic_loss.item())
+            cost_critic_losses.append(cost_critic_loss.item())
             self.critic.optimizer.zero_grad()
-            critic_loss.backward()
+            (critic_loss + cost_critic_loss).backward()
             self.critic.optimizer.step()
 
-            current_cost_q = self.cost_critic(replay_data.observations, replay_data.actions)
-            cost_critic_loss = 0.5 * sum(F.mse_loss(current_q, target_cost_q) for current_q in current_cost_q)
-            assert isinstance(cost_critic_loss, th.Tensor)
-            cost_critic_losses.append(cost_critic_loss.item())
-            self.cost_critic.optimizer.zero_grad()
-            cost_critic_loss.backward()
-            self.cost_critic.optimizer.step()
-
-            q_values_pi = th.cat(self.critic(replay_data.observations, actions_pi), dim=1)
-            min_qf_pi, _ = th.min(q_values_pi, dim=1, keepdim=True)
-            cost_q_pi = th.cat(self.cost_critic(replay_data.observations, actions_pi), dim=1)
-            max_cost_q_pi, _ = th.max(cost_q_pi, dim=1, keepdim=True)
+            # The actor loss needs no gradient w.r.t. the Q-network weights (SAC computes and discards it).
+            self.critic.q_networks.requires_grad_(False)
+            try:
+                q_values_pi = self.critic.all_q_values(replay_data.observations, actions_pi)
+            finally:
+                self.critic.q_networks.requires_grad_(True)
+            min_qf_pi = q_values_pi[:n_critics].min(dim=0).values
+            max_cost_q_pi = q_values_pi[n_critics:].max(dim=0).values
             cost_q_means.append(max_cost_q_pi.mean().item())
             actor_loss = (ent_coef * log_prob - min_qf_pi + lambda_value * max_cost_q_pi).mean()
             if self.normalize_actor_loss:
@@ -413,8 +430,6 @@ class SACLag(SAC):
             if gradient_step % self.target_update_interval == 0:
                 polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
                 polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
-                polyak_update(self.cost_critic.parameters(), self.cost_critic_target.parameters(), self.tau)
-                polyak_update(self.cost_batch_norm_stats, self.cost_batch_norm_stats_target, 1.0)
 
         self._n_updates += gradient_steps
 
@@ -447,10 +462,3 @@ class SACLag(SAC):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
-
-    def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "cost_critic", "cost_critic_target"]
-
-    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        state_dicts, saved_pytorch_variables = super()._get_torch_save_params()
-        return [*state_dicts, "cost_critic.optimizer"], saved_pytorch_variables
