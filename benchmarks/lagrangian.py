@@ -11,8 +11,9 @@ Trains PPO vs PPOLag and SAC vs SACLag on each env, for several seeds, and repor
 Settings. Every algorithm takes the rl_zoo3 entry of the env id (or the file's ``default`` entry)
 from this package's ``hyperparams/ppo_lag.yml`` (PPO, PPOLag) or ``hyperparams/sac_lag.yml``
 (SAC, SACLag): rl_zoo3's tuned PPO/SAC settings of the parent Gymnasium env plus the Lagrangian
-keys ``cost_limit``, ``lagrangian_update`` and ``lagrangian_kwargs``. The parents use the same entry
-without those three keys, so the two members of a pair differ only by the constraint. The entry goes
+keys (``cost_limit``, ``lagrangian_update``, ``lagrangian_kwargs``, ``cost_gamma``, ... and
+``policy_kwargs["cost_value_head"]``). The parents use the same entry without the keys that only the
+Lagrangian class accepts, so the two members of a pair differ only by the constraint. The entry goes
 through rl_zoo3's own ``ExperimentManager`` (``read_hyperparameters``, ``_preprocess_hyperparams``,
 ``create_envs``, ``_preprocess_action_noise``, the same steps as its ``setup_experiment``), so
 ``n_envs``, ``n_timesteps``, ``policy``, ``normalize`` (a ``VecNormalize`` with the algorithm's
@@ -69,6 +70,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import io
 import json
 import multiprocessing
@@ -115,7 +117,6 @@ ALGOS: dict[str, AlgoInfo] = {
 }
 # family -> (parent, constrained); the throughput ratio constrained / parent is reported.
 FAMILIES: dict[str, tuple[str, str]] = {"ppo": ("ppo", "ppo_lag"), "sac": ("sac", "sac_lag")}
-LAGRANGIAN_KEYS = ("cost_limit", "lagrangian_update", "lagrangian_kwargs")
 EVAL_SEED_OFFSET = 10_000
 TRAINING_EPISODES_FOR_FINAL = 10
 TRACE_POINTS = 200
@@ -261,13 +262,41 @@ def zoo_manager(algo: str, env_id: str, seed: int, timesteps: int, cost_limit: f
 
 
 def read_zoo_settings(manager: ExperimentManager, algo: str) -> dict[str, Any]:
-    """The raw YAML entry (with ``--cost-limit`` applied), minus the Lagrangian keys for a parent."""
+    """The raw YAML entry (with ``--cost-limit`` applied), minus the Lagrangian keys for a parent
+    (including the cost critic's layout, ``policy_kwargs["cost_value_head"]``)."""
     with redirect_stdout(io.StringIO()):  # read_hyperparameters always prints the entry
         hyperparams, _ = manager.read_hyperparameters()
     if not ALGOS[algo].constrained:
-        for key in LAGRANGIAN_KEYS:
-            hyperparams.pop(key, None)
+        added = constrained_only_parameters(ALGOS[algo].family)
+        hyperparams = without_cost_value_head({key: value for key, value in hyperparams.items() if key not in added})
     return hyperparams
+
+
+def algo_class(algo: str) -> type[BaseAlgorithm]:
+    info = ALGOS[algo]
+    return getattr(importlib.import_module(info.module), info.class_name)
+
+
+def constrained_only_parameters(family: str) -> set[str]:
+    """The constructor parameters that the family's Lagrangian algorithm adds to its parent
+    (``cost_limit``, ``lagrangian_kwargs``, ``cost_gamma``, ...): its parent gets the entry without them."""
+    parent, constrained = FAMILIES[family]
+    return set(inspect.signature(algo_class(constrained)).parameters) - set(inspect.signature(algo_class(parent)).parameters)
+
+
+def without_cost_value_head(hyperparams: dict[str, Any]) -> dict[str, Any]:
+    """``hyperparams`` whose ``policy_kwargs`` mapping lacks ``cost_value_head`` (dropped when empty)."""
+    policy_kwargs = hyperparams.get("policy_kwargs")
+    if isinstance(policy_kwargs, str) and "cost_value_head" in policy_kwargs:
+        raise ValueError(
+            "write policy_kwargs holding cost_value_head as a YAML mapping, not a string: "
+            f"the benchmark drops that key for the unconstrained parent ({policy_kwargs!r})"
+        )
+    if not isinstance(policy_kwargs, dict) or "cost_value_head" not in policy_kwargs:
+        return hyperparams
+    parent_kwargs = {key: value for key, value in policy_kwargs.items() if key != "cost_value_head"}
+    stripped = {key: value for key, value in hyperparams.items() if key != "policy_kwargs"}
+    return {**stripped, "policy_kwargs": parent_kwargs} if parent_kwargs else stripped
 
 
 def build_model(spec: RunSpec) -> tuple[BaseAlgorithm, ExperimentManager, list[BaseCallback]]:
@@ -285,9 +314,7 @@ def build_model(spec: RunSpec) -> tuple[BaseAlgorithm, ExperimentManager, list[B
         )
         env = manager.create_envs(manager.n_envs, no_log=True)
         hyperparams = manager._preprocess_action_noise(hyperparams, saved_hyperparams, env)
-    info = ALGOS[spec.algo]
-    algo_class = getattr(importlib.import_module(info.module), info.class_name)
-    model = algo_class(env=env, seed=spec.seed, verbose=0, device="cpu", **hyperparams)
+    model = algo_class(spec.algo)(env=env, seed=spec.seed, verbose=0, device="cpu", **hyperparams)
     return model, manager, zoo_callbacks
 
 

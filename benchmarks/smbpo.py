@@ -8,7 +8,11 @@ gradient updates per env step, batch size, networks and learning rates. The scri
 * the FLOPs of one env step's work after the warm-up (SAC updates; for SMBPO also the model
   rollouts and the amortised model fits), counted from the layer sizes;
 * the matmul peak of the device, measured with a torch micro-benchmark at the start of the run,
-  and the resulting utilisation (FLOPs per env step / time per env step / peak).
+  and the resulting utilisation (FLOPs per env step / time per env step / peak);
+* the final deterministic evaluation (mean return, cost and violations over ``--eval-episodes``);
+* where SMBPO's time goes: ``--profile-steps`` more training steps of the trained SMBPO under
+  cProfile, split into SAC updates, model fits, model rollouts and the rest (env stepping,
+  acting, buffers, logging). Profiling slows Python, so these steps are not in the timings above.
 
 Usage (the real benchmark is >= 30,000 steps, about two hours on a GPU)::
 
@@ -23,7 +27,9 @@ Smoke run (minutes, numbers only meaningful as a check that everything runs)::
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import pstats
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +45,7 @@ from torch import nn
 import sb3_safe  # noqa: F401 - registers the safe envs
 from sb3_safe.common.cost import read_vec_costs
 from sb3_safe.common.dynamics import EnsembleLinear
+from sb3_safe.common.evaluation import evaluate_safe_policy
 from sb3_safe.smbpo import SMBPO
 
 
@@ -54,6 +61,7 @@ class RunTrace:
     steps_after_warmup: int = 0
     model_rows_after_warmup: int = 0
     model_updates_after_warmup: int = 0
+    violations_after_warmup: int = 0
 
 
 class TraceCallback(BaseCallback):
@@ -66,6 +74,7 @@ class TraceCallback(BaseCallback):
         self.every = every
         self.violations = 0
         self.warmup_end: float | None = None
+        self.violations_at_warmup_end = 0
         self.model_rows_at_warmup_end = 0
         self.model_updates_at_warmup_end = 0
 
@@ -88,6 +97,7 @@ class TraceCallback(BaseCallback):
             self.trace.cumulative_violations.append(self.violations)
         if self.warmup_end is None and self.num_timesteps >= self.learning_starts:
             self.warmup_end = time.perf_counter()
+            self.violations_at_warmup_end = self.violations
             self.model_rows_at_warmup_end = self._model_rows()
             self.model_updates_at_warmup_end = self._model_updates()
         return True
@@ -98,6 +108,7 @@ class TraceCallback(BaseCallback):
             self.trace.steps_after_warmup = self.num_timesteps - self.learning_starts
             self.trace.model_rows_after_warmup = self._model_rows() - self.model_rows_at_warmup_end
             self.trace.model_updates_after_warmup = self._model_updates() - self.model_updates_at_warmup_end
+            self.trace.violations_after_warmup = self.violations - self.violations_at_warmup_end
 
 
 def matmul_peak_flops(device: th.device, size: int, repeats: int) -> float:
@@ -153,6 +164,31 @@ def smbpo_extra_flops_per_step(model: SMBPO, model_rows_per_step: float, model_u
     return rollouts + fit
 
 
+def profile_smbpo(model: SMBPO, steps: int) -> dict[str, float]:
+    """Share of the wall time of ``steps`` more training steps spent in each part of SMBPO's work.
+
+    cProfile's cumulative times of the functions that do each part: SAC's updates (``SAC.train``),
+    the model fits (``SMBPO.fit_model``) and the model rollouts (``SMBPO.model_rollouts``); the rest
+    is env stepping, acting, buffer writes and logging.
+    """
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.runcall(model.learn, steps, reset_num_timesteps=False)
+    total = time.perf_counter() - start
+    cumulative = {(path, name): row[3] for (path, _, name), row in pstats.Stats(profiler).stats.items()}  # type: ignore[attr-defined]
+
+    def seconds(name: str, path_end: str) -> float:
+        return sum(t for (path, fn), t in cumulative.items() if fn == name and path.endswith(path_end))
+
+    parts = {
+        "sac_updates": seconds("train", "sac/sac.py"),
+        "model_fits": seconds("fit_model", "smbpo/smbpo.py"),
+        "model_rollouts": seconds("model_rollouts", "smbpo/smbpo.py"),
+    }
+    parts["env_acting_buffers_logging"] = total - sum(parts.values())
+    return {"profiled_steps": steps, "wall_s": total, **{f"share_{k}": v / total for k, v in parts.items()}}
+
+
 def run(algo: str, args: argparse.Namespace) -> tuple[BaseAlgorithm, RunTrace]:
     common: dict[str, Any] = {
         "learning_starts": args.learning_starts,
@@ -182,6 +218,18 @@ def run(algo: str, args: argparse.Namespace) -> tuple[BaseAlgorithm, RunTrace]:
     trace = RunTrace()
     model.learn(args.steps, callback=TraceCallback(trace, args.learning_starts))
     return model, trace
+
+
+def final_evaluation(model: BaseAlgorithm, env_id: str, n_episodes: int, seed: int) -> dict[str, float]:
+    """Mean return, cost and violations of ``n_episodes`` deterministic episodes of the trained policy."""
+    env = gym.make(env_id)
+    env.reset(seed=seed + 10_000)
+    returns, _, costs, violations = evaluate_safe_policy(model, env, n_episodes, return_episode_rewards=True)
+    return {
+        "eval_return": float(sum(returns) / len(returns)),
+        "eval_cost": float(sum(costs) / len(costs)),
+        "eval_violations": float(sum(violations) / len(violations)),
+    }
 
 
 def plot(results: dict[str, RunTrace], path: Path, env_id: str) -> None:
@@ -217,6 +265,8 @@ def main() -> None:
     parser.add_argument("--model-gradient-steps", type=int, default=2000)
     parser.add_argument("--model-initial-gradient-steps", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-episodes", type=int, default=10, help="deterministic episodes of the final evaluation")
+    parser.add_argument("--profile-steps", type=int, default=250, help="SMBPO steps under cProfile at the end (0: none; 250 = one model fit)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--peak-size", type=int, default=2048, help="matrix size of the matmul micro-benchmark")
@@ -250,17 +300,25 @@ def main() -> None:
             )
         report["algorithms"][algo] = {
             **asdict(trace),
+            **final_evaluation(model, args.env, args.eval_episodes, args.seed),
             "violations_total": trace.cumulative_violations[-1] if trace.cumulative_violations else 0,
             "wall_s_per_env_step": per_step_s[algo],
             "flops_per_env_step": flops,
             "utilisation": flops / per_step_s[algo] / peak if per_step_s[algo] > 0 else float("nan"),
         }
     report["time_ratio_smbpo_over_sac"] = per_step_s["smbpo"] / per_step_s["sac"]
+    sac_violations = results["sac"].violations_after_warmup
+    report["violations_after_warmup_ratio_smbpo_over_sac"] = (
+        results["smbpo"].violations_after_warmup / sac_violations if sac_violations else float("nan")
+    )
+    if args.profile_steps > 0:
+        report["smbpo_profile"] = profile_smbpo(models["smbpo"], args.profile_steps)  # type: ignore[arg-type]
     (args.out_dir / "smbpo_benchmark.json").write_text(json.dumps(report, indent=1))
     plot(results, args.out_dir / "smbpo_benchmark.png", args.env)
     summary = {algo: {k: v for k, v in values.items() if not isinstance(v, list)}
                for algo, values in report["algorithms"].items()}
-    print(json.dumps({"matmul_peak_flops": peak, "ratio": report["time_ratio_smbpo_over_sac"], **summary}, indent=1))
+    headline = {key: value for key, value in report.items() if key not in ("algorithms", "args")}
+    print(json.dumps({**headline, **summary}, indent=1))
 
 
 if __name__ == "__main__":

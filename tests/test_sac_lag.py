@@ -381,3 +381,37 @@ def test_fused_targets_and_losses_are_sacs_and_the_cost_critics() -> None:
     (reward_grad,) = th.autograd.grad(critic_loss, first_layer)
     assert th.all(cost_grad[:2] == 0) and th.any(cost_grad[2:] != 0)
     assert th.all(reward_grad[2:] == 0) and th.any(reward_grad[:2] != 0)
+
+
+def test_shared_cost_heads_are_second_outputs_of_the_reward_critics(tmp_path: Any) -> None:
+    """``cost_value_head="shared"``: ``n_critics`` members with two outputs; Q_c,i reads the hidden
+    layers of Q_r,i; the layout survives ``save``/``load``."""
+    policy_kwargs = dict(net_arch=dict(pi=[4], qf=[8, 6]), cost_value_head="shared")
+    model = SACLag("MlpPolicy", GreedyActionEnv(), cost_limit=COST_LIMIT, policy_kwargs=policy_kwargs, seed=0, learning_starts=30)
+    critic = model.critic
+    assert critic.n_members == 2
+    layers = [layer for layer in critic.q_networks if hasattr(layer, "weight")]
+    assert [tuple(layer.weight.shape) for layer in layers] == [(2, 2, 8), (2, 8, 6), (2, 6, 2)]
+    observations, actions = th.rand(5, 1), th.rand(5, 1) * 2 - 1
+    with th.no_grad():
+        reward_qs, cost_qs = critic(observations, actions)
+        hidden = th.cat([observations, actions], dim=1).expand(2, -1, -1)
+        for layer in critic.q_networks[:-1]:
+            hidden = layer(hidden)
+        outputs = critic.q_networks[-1](hidden)
+    for member in range(2):
+        th.testing.assert_close(reward_qs[member], outputs[member, :, :1])
+        th.testing.assert_close(cost_qs[member], outputs[member, :, 1:])
+
+    model.learn(60)
+    path = tmp_path / "shared.zip"
+    model.save(path)
+    loaded = SACLag.load(path)
+    assert loaded.policy.cost_value_head == "shared" and loaded.critic.n_members == 2
+    grid = np.linspace(0.0, 1.0, 5, dtype=np.float32).reshape(-1, 1)
+    np.testing.assert_allclose(loaded.predict(grid, deterministic=True)[0], model.predict(grid, deterministic=True)[0])
+
+
+def test_unknown_cost_value_head_is_refused() -> None:
+    with pytest.raises(ValueError, match="cost_value_head must be 'separate' or 'shared'"):
+        SACLag("MlpPolicy", GreedyActionEnv(), policy_kwargs=dict(cost_value_head="tied"))

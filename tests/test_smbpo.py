@@ -341,16 +341,11 @@ def test_zoo_train_command(tmp_path: Path) -> None:
 
 
 def test_benchmark_flop_counter_counts_layer_sizes() -> None:
-    import importlib.util
+    from benchmark_modules import load_benchmark
 
     from sb3_safe.common.dynamics import EnsembleLinear
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "smbpo.py"
-    spec = importlib.util.spec_from_file_location("smbpo_benchmark", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # its dataclasses look their module up there
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("smbpo")
     net = th.nn.Sequential(th.nn.Linear(3, 4), th.nn.ReLU(), th.nn.Linear(4, 2), EnsembleLinear(5, 2, 6))
     assert bench.linear_macs(net) == 3 * 4 + 4 * 2 + 5 * 2 * 6
     model = SMBPO("MlpPolicy", "SafePendulum-v0", **TINY)

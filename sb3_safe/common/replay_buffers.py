@@ -62,7 +62,44 @@ def _costs_for_add(
     return costs
 
 
-class CostReplayBuffer(ReplayBuffer):
+class _CostColumn:
+    """The ``costs`` array of a replay buffer and its filling, shared by the flat and dict buffers.
+
+    A mixin before SB3's buffer class in the bases: ``env_id`` is its own keyword, every other
+    argument goes to SB3's constructor, and ``add`` stores the costs before SB3's ``add`` moves
+    ``pos``, so that a bad cost leaves the buffer untouched.
+    """
+
+    buffer_size: int
+    n_envs: int
+    pos: int
+
+    def __init__(self, *args: Any, env_id: str = "env", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.env_id = env_id
+        self.costs = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
+        self._n_added = 0
+
+    def add(
+        self,
+        obs: np.ndarray | dict[str, np.ndarray],
+        next_obs: np.ndarray | dict[str, np.ndarray],
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+        costs: np.ndarray | None = None,
+    ) -> None:
+        """Store one transition per sub-env.
+
+        :param costs: the transitions' costs, shape (n_envs,); read from ``infos`` when None
+        """
+        self.costs[self.pos] = _costs_for_add(costs, infos, self.n_envs, self.env_id, self._n_added)
+        super().add(obs, next_obs, action, reward, done, infos)  # type: ignore[misc]
+        self._n_added += 1
+
+
+class CostReplayBuffer(_CostColumn, ReplayBuffer):
     """SB3's replay buffer with a ``costs`` array; samples are :class:`CostReplayBufferSamples`.
 
     ``add`` keeps SB3's signature (so ``OffPolicyAlgorithm._store_transition`` calls it unchanged)
@@ -78,49 +115,6 @@ class CostReplayBuffer(ReplayBuffer):
     :param handle_timeout_termination: treat time-limit truncations as non-terminal
     :param env_id: env name used in cost error messages
     """
-
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        device: th.device | str = "auto",
-        n_envs: int = 1,
-        optimize_memory_usage: bool = False,
-        handle_timeout_termination: bool = True,
-        env_id: str = "env",
-    ) -> None:
-        super().__init__(
-            buffer_size,
-            observation_space,
-            action_space,
-            device=device,
-            n_envs=n_envs,
-            optimize_memory_usage=optimize_memory_usage,
-            handle_timeout_termination=handle_timeout_termination,
-        )
-        self.env_id = env_id
-        self.costs = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
-        self._n_added = 0
-
-    def add(  # type: ignore[override]
-        self,
-        obs: np.ndarray,
-        next_obs: np.ndarray,
-        action: np.ndarray,
-        reward: np.ndarray,
-        done: np.ndarray,
-        infos: list[dict[str, Any]],
-        costs: np.ndarray | None = None,
-    ) -> None:
-        """Store one transition per sub-env.
-
-        :param costs: the transitions' costs, shape (n_envs,); read from ``infos`` when None
-        """
-        # Validate before the parent moves ``pos`` so that a bad cost leaves the buffer untouched.
-        self.costs[self.pos] = _costs_for_add(costs, infos, self.n_envs, self.env_id, self._n_added)
-        super().add(obs, next_obs, action, reward, done, infos)
-        self._n_added += 1
 
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> CostReplayBufferSamples:  # type: ignore[override]
         return super().sample(batch_size, env=env)  # type: ignore[return-value]
@@ -145,7 +139,7 @@ class CostReplayBuffer(ReplayBuffer):
         return CostReplayBufferSamples(*tuple(map(self.to_torch, data)))
 
 
-class CostDictReplayBuffer(DictReplayBuffer):
+class CostDictReplayBuffer(_CostColumn, DictReplayBuffer):
     """SB3's dict-observation replay buffer with a ``costs`` array (see :class:`CostReplayBuffer`).
 
     :param buffer_size: max number of transitions stored (over all sub-envs)
@@ -157,48 +151,6 @@ class CostDictReplayBuffer(DictReplayBuffer):
     :param handle_timeout_termination: treat time-limit truncations as non-terminal
     :param env_id: env name used in cost error messages
     """
-
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: spaces.Dict,
-        action_space: spaces.Space,
-        device: th.device | str = "auto",
-        n_envs: int = 1,
-        optimize_memory_usage: bool = False,
-        handle_timeout_termination: bool = True,
-        env_id: str = "env",
-    ) -> None:
-        super().__init__(
-            buffer_size,
-            observation_space,
-            action_space,
-            device=device,
-            n_envs=n_envs,
-            optimize_memory_usage=optimize_memory_usage,
-            handle_timeout_termination=handle_timeout_termination,
-        )
-        self.env_id = env_id
-        self.costs = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
-        self._n_added = 0
-
-    def add(  # type: ignore[override]
-        self,
-        obs: dict[str, np.ndarray],
-        next_obs: dict[str, np.ndarray],
-        action: np.ndarray,
-        reward: np.ndarray,
-        done: np.ndarray,
-        infos: list[dict[str, Any]],
-        costs: np.ndarray | None = None,
-    ) -> None:
-        """Store one transition per sub-env.
-
-        :param costs: the transitions' costs, shape (n_envs,); read from ``infos`` when None
-        """
-        self.costs[self.pos] = _costs_for_add(costs, infos, self.n_envs, self.env_id, self._n_added)
-        super().add(obs, next_obs, action, reward, done, infos)
-        self._n_added += 1
 
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> CostDictReplayBufferSamples:  # type: ignore[override]
         return super().sample(batch_size, env=env)  # type: ignore[return-value]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch as th
@@ -17,9 +17,8 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from sb3_safe.common.cost_value_head import CostValueHead, check_cost_value_head
 from sb3_safe.common.dynamics import EnsembleLinear
-
-CostValueHead = Literal["separate", "shared"]
 
 
 class TwinCriticMlp(nn.Module):
@@ -93,8 +92,7 @@ class CostActorCriticPolicy(ActorCriticPolicy):
         cost_value_head: CostValueHead = "separate",
         **kwargs: Any,
     ) -> None:
-        if cost_value_head not in ("separate", "shared"):
-            raise ValueError(f"cost_value_head must be 'separate' or 'shared', got {cost_value_head!r}")
+        check_cost_value_head(cost_value_head)
         # Read by _build(), which the parent's __init__ calls.
         self.cost_value_head = cost_value_head
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)

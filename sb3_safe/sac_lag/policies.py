@@ -18,6 +18,7 @@ from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.sac.policies import SACPolicy
 from torch import nn
 
+from sb3_safe.common.cost_value_head import CostValueHead, check_cost_value_head
 from sb3_safe.common.dynamics import EnsembleLinear
 
 
@@ -36,6 +37,15 @@ class RewardCostCritic(BaseModel):
     As SB3's ``ContinuousCritic`` does for its Q-networks, the features extractor runs once per call
     and all members read its features (so a trainable critic extractor, e.g. a CNN, is trained by
     the reward and the cost losses together).
+
+    Two layouts, chosen with ``cost_value_head`` (the option of the same name of PPOLag's policy):
+
+    * ``"separate"`` (default, as OmniSafe's SACLag): ``2 * n_critics`` members, each cost critic
+      an MLP of its own. The critic arithmetic is twice SAC's.
+    * ``"shared"``: ``n_critics`` members with two outputs each, ``(Q_r,i, Q_c,i)``: each cost critic
+      is a second linear head on the last hidden layer of a reward critic, trained through the shared
+      layers by the sum of the reward and the cost losses. The critic arithmetic is SAC's, plus one
+      output unit per member.
     Reference: Haarnoja et al., *Soft Actor-Critic Algorithms and Applications* (2018) for the twin
     critics; Ha et al., *Learning to Walk in the Real World with Minimal Human Effort* (CoRL 2020)
     for the cost critic of SAC-Lagrangian.
@@ -50,6 +60,7 @@ class RewardCostCritic(BaseModel):
     :param n_critics: number of reward critics, and of cost critics
     :param share_features_extractor: the extractor is the actor's; it is then trained by the actor
         loss only (features computed without gradient here), as in SB3's ``ContinuousCritic``
+    :param cost_value_head: ``"separate"`` or ``"shared"`` (see above)
     """
 
     def __init__(
@@ -63,6 +74,7 @@ class RewardCostCritic(BaseModel):
         normalize_images: bool = True,
         n_critics: int = 2,
         share_features_extractor: bool = True,
+        cost_value_head: CostValueHead = "separate",
     ) -> None:
         super().__init__(
             observation_space,
@@ -72,10 +84,13 @@ class RewardCostCritic(BaseModel):
         )
         if n_critics < 1:
             raise ValueError(f"RewardCostCritic: n_critics must be >= 1, got {n_critics}")
+        check_cost_value_head(cost_value_head)
         self.share_features_extractor = share_features_extractor
         self.n_critics = n_critics
-        self.n_members = 2 * n_critics
-        sizes = [features_dim + get_action_dim(self.action_space), *net_arch, 1]
+        self.cost_value_head = cost_value_head
+        shared = cost_value_head == "shared"
+        self.n_members = n_critics if shared else 2 * n_critics
+        sizes = [features_dim + get_action_dim(self.action_space), *net_arch, 2 if shared else 1]
         layers: list[nn.Module] = []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
             layers += [EnsembleLinear(self.n_members, n_in, n_out), activation_fn()]
@@ -92,7 +107,10 @@ class RewardCostCritic(BaseModel):
         with th.set_grad_enabled(not self.share_features_extractor):
             features = self.extract_features(obs, self.features_extractor)
         qvalue_input = th.cat([features, actions], dim=1)
-        return self.q_networks(qvalue_input.expand(self.n_members, -1, -1))
+        q_values = self.q_networks(qvalue_input.expand(self.n_members, -1, -1))
+        if self.cost_value_head == "shared":
+            return th.cat([q_values[..., :1], q_values[..., 1:]], dim=0)
+        return q_values
 
     def forward(self, obs: th.Tensor, actions: th.Tensor) -> tuple[tuple[th.Tensor, ...], tuple[th.Tensor, ...]]:
         """The reward critics' and the cost critics' Q-values, each a tuple of ``(batch, 1)`` tensors
@@ -135,6 +153,8 @@ class SACLagPolicy(SACPolicy):
     :param optimizer_kwargs: optimiser keyword arguments, excluding the learning rate
     :param n_critics: number of reward critics and of cost critics
     :param share_features_extractor: share the actor's features extractor with the critics
+    :param cost_value_head: ``"separate"`` (each cost critic its own MLP) or ``"shared"`` (a second
+        output of each reward critic, SAC's critic arithmetic); see :class:`RewardCostCritic`
     """
 
     critic: RewardCostCritic
@@ -158,7 +178,11 @@ class SACLagPolicy(SACPolicy):
         optimizer_kwargs: dict[str, Any] | None = None,
         n_critics: int = 2,
         share_features_extractor: bool = False,
+        cost_value_head: CostValueHead = "separate",
     ) -> None:
+        check_cost_value_head(cost_value_head)
+        # Set before SACPolicy.__init__, whose _build() calls make_critic().
+        self.cost_value_head = cost_value_head
         super().__init__(
             observation_space,
             action_space,
@@ -185,12 +209,13 @@ class SACLagPolicy(SACPolicy):
         :return: the critic
         """
         critic_kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
-        return RewardCostCritic(**critic_kwargs).to(self.device)
+        return RewardCostCritic(**critic_kwargs, cost_value_head=self.cost_value_head).to(self.device)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         # SB3's SACPolicy omits it; without it a loaded policy would silently stop sharing.
         data["share_features_extractor"] = self.share_features_extractor
+        data["cost_value_head"] = self.cost_value_head
         return data
 
 
