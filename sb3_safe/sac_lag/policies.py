@@ -180,8 +180,7 @@ class SACLagPolicy(SACPolicy):
         share_features_extractor: bool = False,
         cost_value_head: CostValueHead = "separate",
     ) -> None:
-        check_cost_value_head(cost_value_head)
-        # Set before SACPolicy.__init__, whose _build() calls make_critic().
+        # Set before SACPolicy.__init__, whose _build() calls make_critic() (RewardCostCritic checks it).
         self.cost_value_head = cost_value_head
         super().__init__(
             observation_space,
