@@ -2,8 +2,12 @@
 
 Trains PPO vs PPOLag and SAC vs SACLag on each env, for several seeds, and reports per run:
 
-* final return and final episode cost: mean over ``--eval-episodes`` deterministic episodes of the
-  trained policy (plus the mean of the last 10 training episodes);
+* final return and final episode cost of the trained policy, two ways, each a mean over
+  ``--eval-episodes`` fresh episodes: *stochastic* (actions sampled as in training, gSDE noise
+  resampled every ``sde_sample_freq`` steps) and *deterministic* (the distribution's mode), plus the
+  mean of the last 10 training episodes. The stochastic policy is the one the constraint
+  J_c(pi) <= d binds and the Lagrangian drives to the limit; its mode is a different policy that
+  no Lagrangian method constrains, so its cost is reported beside it, not instead of it;
 * cumulative safety violations over training (``info["violation"]`` steps);
 * wall-clock training throughput (env steps per second, ``learn()`` wall time);
 * per env, the throughput ratios PPOLag / PPO and SACLag / SAC (of the seed means, and per seed).
@@ -135,7 +139,7 @@ class RunSpec:
     :param algo: a key of :data:`ALGOS`
     :param seed: seed of the algorithm and of the training envs
     :param timesteps: env steps asked of ``learn()``
-    :param eval_episodes: deterministic episodes of the final evaluation
+    :param eval_episodes: episodes of each final evaluation (stochastic and deterministic)
     :param cost_limit: overrides the YAML's ``cost_limit`` (constrained algorithms only); None keeps it
     """
 
@@ -162,6 +166,8 @@ class RunResult:
     steps_per_s: float
     eval_return: float
     eval_cost: float
+    eval_return_stochastic: float
+    eval_cost_stochastic: float
     final_train_return: float
     final_train_cost: float
     violations_total: int
@@ -318,11 +324,18 @@ def build_model(spec: RunSpec) -> tuple[BaseAlgorithm, ExperimentManager, list[B
     return model, manager, zoo_callbacks
 
 
-def evaluate(model: BaseAlgorithm, manager: ExperimentManager, seed: int, n_episodes: int) -> tuple[float, float]:
-    """Mean return and mean summed cost of ``n_episodes`` deterministic episodes.
+def evaluate(
+    model: BaseAlgorithm, manager: ExperimentManager, seed: int, n_episodes: int, deterministic: bool
+) -> tuple[float, float]:
+    """Mean return and mean summed cost of ``n_episodes`` fresh episodes of the trained policy.
 
     The env is the zoo's evaluation env (``VecNormalize`` without reward normalisation or statistics
-    updates when the entry normalises), with the training env's observation statistics.
+    updates when the entry normalises), with the training env's observation statistics. A stochastic
+    evaluation samples actions as training does: torch is seeded for repeatability and gSDE's
+    exploration matrix is resampled every ``sde_sample_freq`` steps (``predict`` alone would keep
+    one matrix for the whole evaluation).
+
+    :param deterministic: act with the distribution's mode instead of sampling
     """
     manager.seed = seed + EVAL_SEED_OFFSET
     with redirect_stdout(io.StringIO()):
@@ -330,15 +343,20 @@ def evaluate(model: BaseAlgorithm, manager: ExperimentManager, seed: int, n_epis
     training_env = model.get_env()
     assert training_env is not None
     sync_envs_normalization(training_env, env)
+    th.manual_seed(seed + EVAL_SEED_OFFSET)
+    resample_every = getattr(model, "sde_sample_freq", -1) if getattr(model, "use_sde", False) else 0
     returns, costs = [], []
     obs = env.reset()
-    episode_return, episode_cost = 0.0, 0.0
+    episode_return, episode_cost, step = 0.0, 0.0, 0
     while len(returns) < n_episodes:
-        action, _ = model.predict(obs, deterministic=True)  # type: ignore[arg-type]
+        if not deterministic and resample_every > 0 and step % resample_every == 0:
+            model.policy.reset_noise(1)  # type: ignore[operator]
+        action, _ = model.predict(obs, deterministic=deterministic)  # type: ignore[arg-type]
         obs, rewards, dones, infos = env.step(action)
         step_costs, _ = read_vec_costs(infos, manager.env_name.gym_id)
         episode_return += float(rewards[0])
         episode_cost += float(step_costs[0])
+        step += 1
         if dones[0]:
             returns.append(episode_return)
             costs.append(episode_cost)
@@ -360,7 +378,8 @@ def run_one(spec: RunSpec) -> RunResult:
     start = time.perf_counter()
     model.learn(spec.timesteps, callback=[trace, *zoo_callbacks])
     wall_s = time.perf_counter() - start
-    eval_return, eval_cost = evaluate(model, manager, spec.seed, spec.eval_episodes)
+    eval_return, eval_cost = evaluate(model, manager, spec.seed, spec.eval_episodes, deterministic=True)
+    stochastic_return, stochastic_cost = evaluate(model, manager, spec.seed, spec.eval_episodes, deterministic=False)
     training_env = model.get_env()
     assert training_env is not None
     training_env.close()
@@ -378,6 +397,8 @@ def run_one(spec: RunSpec) -> RunResult:
         steps_per_s=model.num_timesteps / wall_s,
         eval_return=eval_return,
         eval_cost=eval_cost,
+        eval_return_stochastic=stochastic_return,
+        eval_cost_stochastic=stochastic_cost,
         final_train_return=tail_mean(trace.episode_returns, TRAINING_EPISODES_FOR_FINAL),
         final_train_cost=tail_mean(trace.episode_costs, TRAINING_EPISODES_FOR_FINAL),
         violations_total=trace.violations_total,
@@ -453,6 +474,8 @@ def mean_std(values: list[float]) -> dict[str, float]:
 SUMMARY_METRICS = (
     "eval_return",
     "eval_cost",
+    "eval_return_stochastic",
+    "eval_cost_stochastic",
     "final_train_return",
     "final_train_cost",
     "violations_total",
@@ -532,7 +555,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-timesteps", type=int, default=None, help="cap on the YAML's n_timesteps (not on --ppo/--sac-timesteps)"
     )
-    parser.add_argument("--eval-episodes", type=int, default=5, help="deterministic episodes for the final return/cost")
+    parser.add_argument("--eval-episodes", type=int, default=5, help="episodes of each final evaluation (stochastic and deterministic)")
     parser.add_argument("--cost-limit", type=float, default=None, help="per-episode budget for every env (default: YAML)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes running runs in parallel (1 torch thread each)")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch CPU threads with --jobs 1 (small MLPs run best on 1)")
@@ -560,7 +583,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def print_run(result: RunResult) -> None:
     print(
         f"{result.env_id} {result.algo} seed {result.seed}: {result.timesteps} steps, eval return "
-        f"{result.eval_return:.1f}, eval cost {result.eval_cost:.2f}, violations {result.violations_total}, "
+        f"{result.eval_return:.1f}, eval cost {result.eval_cost:.2f} (stochastic: return "
+        f"{result.eval_return_stochastic:.1f}, cost {result.eval_cost_stochastic:.2f}), violations {result.violations_total}, "
         f"{result.steps_per_s:.0f} steps/s",
         flush=True,
     )

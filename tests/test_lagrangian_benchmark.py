@@ -32,3 +32,19 @@ def test_cost_value_head_is_dropped_from_policy_kwargs_only() -> None:
     assert kept == {"gamma": 0.9, "policy_kwargs": {"net_arch": [8]}}
     with pytest.raises(ValueError, match="as a YAML mapping"):
         bench.without_cost_value_head({"policy_kwargs": "dict(cost_value_head='shared')"})
+
+
+def test_stochastic_evaluation_resamples_gsde_noise_and_repeats() -> None:
+    # The SafePendulum-v0 entry uses gSDE: a stochastic evaluation must resample its noise matrix, so
+    # it differs from the deterministic one, and the seeded sampling makes it repeatable.
+    model, manager, _ = bench.build_model(bench.RunSpec("SafePendulum-v0", "ppo_lag", 0, 1, 2, None))
+    model.learn(1)
+    noise_calls = []
+    reset_noise = model.policy.reset_noise
+    model.policy.reset_noise = lambda n_envs=1: noise_calls.append(n_envs) or reset_noise(n_envs)
+    stochastic = bench.evaluate(model, manager, 0, 2, deterministic=False)
+    assert len(noise_calls) == 400 // model.sde_sample_freq
+    assert bench.evaluate(model, manager, 0, 2, deterministic=False) == stochastic
+    noise_calls.clear()
+    assert bench.evaluate(model, manager, 0, 2, deterministic=True) != stochastic
+    assert noise_calls == []
