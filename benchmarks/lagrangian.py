@@ -98,6 +98,7 @@ from stable_baselines3.common.vec_env import sync_envs_normalization
 
 import sb3_safe  # noqa: F401 - registers the safe envs
 from sb3_safe.common.cost import read_vec_costs
+from sb3_safe.common.evaluation import evaluate_safe_policy
 from sb3_safe.envs import SAFE_ENVS
 from sb3_safe.zoo.config_files import default_hyperparams_file
 
@@ -324,6 +325,34 @@ def build_model(spec: RunSpec) -> tuple[BaseAlgorithm, ExperimentManager, list[B
     return model, manager, zoo_callbacks
 
 
+class TrainingSampler:
+    """A ``predict`` that samples actions as training does, for :func:`evaluate_safe_policy`.
+
+    With gSDE, ``predict`` alone keeps one exploration matrix for the whole evaluation; training
+    resamples it every ``sde_sample_freq`` steps, so this wrapper does too (deterministic calls pass
+    straight through).
+
+    :param model: the trained algorithm
+    """
+
+    def __init__(self, model: BaseAlgorithm) -> None:
+        self.model = model
+        self.resample_every = getattr(model, "sde_sample_freq", -1) if getattr(model, "use_sde", False) else 0
+        self.calls = 0
+
+    def predict(
+        self,
+        observation: Any,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        if not deterministic and self.resample_every > 0 and self.calls % self.resample_every == 0:
+            self.model.policy.reset_noise(1)  # type: ignore[operator]
+        self.calls += 1
+        return self.model.predict(observation, state, episode_start, deterministic)  # type: ignore[arg-type]
+
+
 def evaluate(
     model: BaseAlgorithm, manager: ExperimentManager, seed: int, n_episodes: int, deterministic: bool
 ) -> tuple[float, float]:
@@ -331,9 +360,8 @@ def evaluate(
 
     The env is the zoo's evaluation env (``VecNormalize`` without reward normalisation or statistics
     updates when the entry normalises), with the training env's observation statistics. A stochastic
-    evaluation samples actions as training does: torch is seeded for repeatability and gSDE's
-    exploration matrix is resampled every ``sde_sample_freq`` steps (``predict`` alone would keep
-    one matrix for the whole evaluation).
+    evaluation samples actions as training does (:class:`TrainingSampler`), with torch seeded for
+    repeatability.
 
     :param deterministic: act with the distribution's mode instead of sampling
     """
@@ -344,25 +372,11 @@ def evaluate(
     assert training_env is not None
     sync_envs_normalization(training_env, env)
     th.manual_seed(seed + EVAL_SEED_OFFSET)
-    resample_every = getattr(model, "sde_sample_freq", -1) if getattr(model, "use_sde", False) else 0
-    returns, costs = [], []
-    obs = env.reset()
-    episode_return, episode_cost, step = 0.0, 0.0, 0
-    while len(returns) < n_episodes:
-        if not deterministic and resample_every > 0 and step % resample_every == 0:
-            model.policy.reset_noise(1)  # type: ignore[operator]
-        action, _ = model.predict(obs, deterministic=deterministic)  # type: ignore[arg-type]
-        obs, rewards, dones, infos = env.step(action)
-        step_costs, _ = read_vec_costs(infos, manager.env_name.gym_id)
-        episode_return += float(rewards[0])
-        episode_cost += float(step_costs[0])
-        step += 1
-        if dones[0]:
-            returns.append(episode_return)
-            costs.append(episode_cost)
-            episode_return, episode_cost = 0.0, 0.0
+    mean_return, _, mean_cost, _ = evaluate_safe_policy(  # type: ignore[misc]
+        TrainingSampler(model), env, n_eval_episodes=n_episodes, deterministic=deterministic
+    )
     env.close()
-    return float(np.mean(returns)), float(np.mean(costs))
+    return mean_return, mean_cost
 
 
 def tail_mean(values: list[float], count: int) -> float:

@@ -67,9 +67,11 @@ def reference_action(theta: float, theta_dot: float, safe: bool) -> float:
     return float(MAX_TORQUE * np.sign((target_energy(theta_dot, safe) - energy(theta, theta_dot)) * theta_dot))
 
 
-def run_episode(env: gym.Env, seed: int, safe: bool) -> tuple[float, float]:
-    """Return and summed cost of one episode of the controller from the start ``env.reset(seed=seed)``."""
-    obs, _ = env.reset(seed=seed)
+def finish_episode(env: gym.Env, obs: np.ndarray, safe: bool) -> tuple[float, float, np.ndarray]:
+    """Run the controller from ``obs`` (the env's current observation) to the end of the episode.
+
+    :return: the return and summed cost from there, and the last observation
+    """
     total_return, total_cost = 0.0, 0.0
     while True:
         theta = float(np.arctan2(obs[1], obs[0]))
@@ -78,7 +80,14 @@ def run_episode(env: gym.Env, seed: int, safe: bool) -> tuple[float, float]:
         total_return += float(reward)
         total_cost += float(info["cost"])
         if terminated or truncated:
-            return total_return, total_cost
+            return total_return, total_cost, obs
+
+
+def run_episode(env: gym.Env, seed: int, safe: bool) -> tuple[float, float]:
+    """Return and summed cost of one episode of the controller from the start ``env.reset(seed=seed)``."""
+    obs, _ = env.reset(seed=seed)
+    total_return, total_cost, _ = finish_episode(env, obs, safe)
+    return total_return, total_cost
 
 
 def evaluate_controller(safe: bool, episodes: int) -> dict[str, float]:

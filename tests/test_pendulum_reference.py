@@ -14,13 +14,7 @@ def episode_from(theta_deg: float, theta_dot: float, safe: bool) -> tuple[float,
     env = gym.make("SafePendulum-v0")
     env.reset(seed=0)
     env.unwrapped.state = np.array([np.deg2rad(theta_deg), theta_dot])
-    obs = env.unwrapped._get_obs()
-    total_return, total_cost = 0.0, 0.0
-    for _ in range(200):
-        theta = float(np.arctan2(obs[1], obs[0]))
-        obs, reward, _, _, info = env.step(np.array([bench.reference_action(theta, float(obs[2]), safe)]))
-        total_return += float(reward)
-        total_cost += info["cost"]
+    total_return, total_cost, obs = bench.finish_episode(env, env.unwrapped._get_obs(), safe)
     return total_return, total_cost, abs(np.degrees(np.arctan2(obs[1], obs[0])))
 
 
