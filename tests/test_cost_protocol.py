@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from sb3_safe.common.cost import CostSignalError, check_gym_env, read_cost, read_vec_costs, validate_cost
+from sb3_safe.common.safety_stats import SafetyStats
 
 
 def test_read_cost_accepts_numbers_and_bools():
@@ -47,3 +48,16 @@ def test_check_gym_env_names_the_problem():
         check_gym_env(object(), "CostWrapper")
     env = gym.make("CartPole-v1")
     assert check_gym_env(env, "x") is env
+
+
+def test_safety_stats_sum_episode_costs_per_sub_env():
+    stats = SafetyStats(n_envs=2)
+    stats.update([{"cost": 1.0}, {"cost": 0.5}], np.array([False, False]))
+    stats.update([{"cost": 2.0}, {"cost": 0.0}], np.array([False, True]))
+    assert stats.finished_costs == [0.5]
+    stats.update([{"cost": 0.0}, {"cost": 4.0, "violation": False}], np.array([True, False]))
+    assert stats.finished_costs == [3.0]
+    assert list(stats.episode_costs) == [0.5, 3.0] and list(stats.episode_violations) == [1, 2]
+    assert stats.violations_total == 3 and stats.total_cost == pytest.approx(7.5)
+    stats.update([{"cost": 0.0}, {"cost": 0.0}], np.array([False, False]))
+    assert stats.finished_costs == [] and stats.current_costs.tolist() == [0.0, 4.0]

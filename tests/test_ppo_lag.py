@@ -18,6 +18,7 @@ from toy_envs import COST_LIMIT, LineEnv, ThreeChoiceEnv, make_env, mean_episode
 
 from sb3_safe.common.buffers import CostDictRolloutBuffer, CostRolloutBuffer
 from sb3_safe.common.cost import CostSignalError
+from sb3_safe.common.on_policy_lagrangian import lagrangian_clipped_loss
 from sb3_safe.ppo_lag import PPOLag
 
 def small_ppo_lag(env: Any, **kwargs: Any) -> PPOLag:
@@ -142,6 +143,34 @@ def test_twin_critic_members_are_independent_value_functions() -> None:
     assert th.allclose(forward_values, new_values)
     eval_values, _, _ = policy.evaluate_actions(obs, actions)
     assert th.allclose(eval_values, new_values)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.7, 25.0])
+def test_stacked_lagrangian_loss_is_the_two_clipped_surrogates(lam: float) -> None:
+    generator = th.Generator().manual_seed(0)
+    ratio = th.exp(0.4 * th.randn(50, generator=generator))
+    advantages, cost_advantages = th.randn(50, generator=generator), th.randn(50, generator=generator)
+    clipped = th.clamp(ratio, 0.8, 1.2)
+    reward_surrogate = th.min(advantages * ratio, advantages * clipped).mean()
+    cost_surrogate = th.max(cost_advantages * ratio, cost_advantages * clipped).mean()
+    expected = -(reward_surrogate - lam * cost_surrogate) / (1.0 + lam)
+    loss = lagrangian_clipped_loss(ratio, advantages, cost_advantages, lam, clip_range=0.2)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.parametrize("cost_value_head", ["separate", "shared"])
+def test_rollout_critic_values_are_those_of_the_stored_observations(cost_value_head: str) -> None:
+    # The rollout runs the actor step by step and both critics once at the end: check that every stored
+    # (cost) value belongs to the observation of its (step, env) slot. learning_rate=0 keeps the critics fixed.
+    env = make_vec_env("SafePendulum-v0", n_envs=2, seed=0)
+    model = small_ppo_lag(env, learning_rate=0.0, policy_kwargs=dict(cost_value_head=cost_value_head))
+    model.learn(128)
+    buffer = model.rollout_buffer
+    with th.no_grad():
+        _, values, cost_values, _ = model.policy.forward_with_cost(th.as_tensor(buffer.observations))
+    assert len(np.unique(buffer.observations[:, 0])) == 256  # every (step, env) slot holds its own state
+    np.testing.assert_allclose(buffer.values.reshape(-1), values.numpy().reshape(-1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(buffer.cost_values.reshape(-1), cost_values.numpy().reshape(-1), rtol=1e-5, atol=1e-6)
 
 
 def test_dict_observations_and_pid_multiplier_run() -> None:

@@ -9,14 +9,15 @@ The off-policy ``CostReplayBuffer`` lives in :mod:`sb3_safe.common.replay_buffer
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
-from stable_baselines3.common.type_aliases import TensorDict
+from stable_baselines3.common.type_aliases import PyTorchObs, TensorDict
+from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecNormalize
 
 _COST_TENSOR_NAMES = ("cost_values", "cost_advantages", "cost_returns")
@@ -95,6 +96,8 @@ class _CostStorageMixin:
     full: bool
     generator_ready: bool
     episode_starts: np.ndarray
+    device: th.device
+    values: np.ndarray
     costs: np.ndarray
     cost_values: np.ndarray
     cost_returns: np.ndarray
@@ -132,6 +135,35 @@ class _CostStorageMixin:
         self.cost_values[self.pos] = cost_value.clone().cpu().numpy().flatten()
         super().add(*args, **kwargs)  # type: ignore[misc]
 
+    def fill_critic_values(
+        self, predict_critics: Callable[[PyTorchObs], tuple[th.Tensor, th.Tensor]], batch_size: int = 4096
+    ) -> None:
+        """Overwrite the stored values and cost values with the critics' estimates of the stored observations.
+
+        For algorithms that act with the actor alone during a rollout and evaluate the critics once,
+        batched, when it is complete (before the GAE passes).
+
+        :param predict_critics: maps observations to (values, cost values), each of shape (batch, 1)
+        :param batch_size: observations per forward pass (bounds the memory of image observations)
+        """
+        assert not self.generator_ready, "the critics must be evaluated before the buffer is flattened for sampling"
+        n_obs = self.buffer_size * self.n_envs
+        observations = self.observations  # type: ignore[attr-defined]
+        if isinstance(observations, dict):
+            flat: Any = {key: obs.reshape(n_obs, *obs.shape[2:]) for key, obs in observations.items()}
+        else:
+            flat = observations.reshape(n_obs, *observations.shape[2:])
+        values, cost_values = [], []
+        for start in range(0, n_obs, batch_size):
+            chunk = slice(start, start + batch_size)
+            batch = {key: obs[chunk] for key, obs in flat.items()} if isinstance(flat, dict) else flat[chunk]
+            with th.no_grad():
+                value, cost_value = predict_critics(obs_as_tensor(batch, self.device))  # type: ignore[attr-defined]
+            values.append(value.cpu().numpy().reshape(-1))
+            cost_values.append(cost_value.cpu().numpy().reshape(-1))
+        self.values = np.concatenate(values).reshape(self.buffer_size, self.n_envs)
+        self.cost_values = np.concatenate(cost_values).reshape(self.buffer_size, self.n_envs)
+
     def compute_cost_returns_and_advantage(self, last_cost_values: th.Tensor, dones: np.ndarray) -> None:
         """Cost GAE and TD(lambda) cost returns, the cost twin of ``compute_returns_and_advantage``.
 
@@ -150,11 +182,13 @@ class _CostStorageMixin:
             # The parent flattens its own tensors and sets generator_ready on its first pass.
             for name in _COST_TENSOR_NAMES:
                 self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])  # type: ignore[attr-defined]
+        # One (n, 3) array, so that a minibatch costs one gather and one tensor copy for the three fields;
+        # rebuilt at every pass, after any change an algorithm made to the fields between passes.
+        self._cost_columns = np.stack([self.__dict__[name].reshape(-1) for name in _COST_TENSOR_NAMES], axis=1)
         yield from super().get(batch_size)  # type: ignore[misc]
 
     def _cost_tensors(self, batch_inds: np.ndarray) -> tuple[th.Tensor, ...]:
-        to_torch = self.to_torch  # type: ignore[attr-defined]
-        return tuple(to_torch(self.__dict__[name][batch_inds].flatten()) for name in _COST_TENSOR_NAMES)
+        return self.to_torch(self._cost_columns[batch_inds]).unbind(dim=1)  # type: ignore[attr-defined]
 
 
 class CostRolloutBuffer(_CostStorageMixin, RolloutBuffer):

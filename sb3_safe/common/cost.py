@@ -57,6 +57,9 @@ def validate_cost(value: Any, env_id: str = "env", step: int | None = None) -> f
     :return: the cost as a Python float
     :raises CostSignalError: if the value is not a finite real number >= 0
     """
+    if type(value) is float and 0.0 <= value < math.inf:
+        # The common case, checked without numpy: this runs for every sub-env at every step.
+        return value
     try:
         cost = float(np.asarray(value, dtype=np.float64).item())
     except (TypeError, ValueError) as exc:

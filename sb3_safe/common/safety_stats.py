@@ -35,6 +35,8 @@ class SafetyStats:
         self.violations_total = 0
         self.shield_interventions = 0
         self.shielded_steps = 0
+        # The summed costs of the episodes that ended at the last update (in sub-env order).
+        self.finished_costs: list[float] = []
 
     def update(self, infos: Sequence[Mapping[str, Any]], dones: np.ndarray) -> np.ndarray:
         """Record one VecEnv step.
@@ -47,18 +49,22 @@ class SafetyStats:
         self.current_costs += costs
         self.current_violations += violations
         self.total_steps += len(infos)
-        self.total_cost += float(costs.sum())
-        self.violations_total += int(violations.sum())
+        # Python sums: numpy's reductions cost more than the whole step on a few sub-envs.
+        self.total_cost += sum(costs.tolist())
+        self.violations_total += sum(violations.tolist())
         for info in infos:
             shield = info.get("shield")
             if shield is not None:
                 self.shielded_steps += 1
                 self.shield_interventions += int(bool(shield["intervened"]))
-        for idx in np.flatnonzero(dones):
-            self.episode_costs.append(float(self.current_costs[idx]))
-            self.episode_violations.append(int(self.current_violations[idx]))
-            self.current_costs[idx] = 0.0
-            self.current_violations[idx] = 0
+        self.finished_costs = []
+        if np.any(dones):
+            for idx in np.flatnonzero(dones):
+                self.finished_costs.append(float(self.current_costs[idx]))
+                self.episode_costs.append(self.finished_costs[-1])
+                self.episode_violations.append(int(self.current_violations[idx]))
+                self.current_costs[idx] = 0.0
+                self.current_violations[idx] = 0
         return costs
 
     @property

@@ -74,7 +74,8 @@ class CostActorCriticPolicy(ActorCriticPolicy):
     Every critic parameter has ``value`` in its name, so that sb3-contrib TRPO's actor-gradient code
     (which skips parameters named ``*value*``) leaves them out of the trust-region step. The policy
     optimiser covers them too. ``forward``, ``evaluate_actions`` and ``predict_values`` keep SB3's
-    signatures; the ``*_with_cost`` variants also return the cost values of the same pass.
+    signatures; the ``*_with_cost`` variants also return the cost values of the same pass, ``act`` runs
+    the actor alone and ``predict_critics`` the two critics alone.
 
     :param observation_space: observation space
     :param action_space: action space
@@ -147,6 +148,22 @@ class CostActorCriticPolicy(ActorCriticPolicy):
         log_prob = distribution.log_prob(actions)
         actions = actions.reshape((-1, *self.action_space.shape))  # type: ignore[misc]
         return actions, values, cost_values, log_prob
+
+    def act(self, obs: th.Tensor, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor]:
+        """The actor half of ``forward``: actions and their log-probability, without the critics.
+
+        The on-policy algorithms call it at every rollout step and evaluate both critics afterwards,
+        over the whole rollout in one batched pass (see ``CostOnPolicyMixin.collect_rollouts``).
+
+        :param obs: observations
+        :param deterministic: whether to sample or use deterministic actions
+        :return: actions and the log-probability of the actions
+        """
+        features = BasePolicy.extract_features(self, obs, self.pi_features_extractor)
+        distribution = self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(features))
+        actions = distribution.get_actions(deterministic=deterministic)
+        log_prob = distribution.log_prob(actions)
+        return actions.reshape((-1, *self.action_space.shape)), log_prob  # type: ignore[misc]
 
     def forward(self, obs: th.Tensor, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         actions, values, _, log_prob = self.forward_with_cost(obs, deterministic)

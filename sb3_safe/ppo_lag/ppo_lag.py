@@ -15,7 +15,7 @@ from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
 from sb3_safe.common.lagrange import UpdateRule
-from sb3_safe.common.on_policy_lagrangian import LagrangianMixin, normalise_advantages
+from sb3_safe.common.on_policy_lagrangian import LagrangianMixin, lagrangian_clipped_loss, normalise_advantages
 from sb3_safe.ppo_lag.policies import CnnPolicy, CostActorCriticPolicy, MlpPolicy, MultiInputPolicy
 
 SelfPPOLag = TypeVar("SelfPPOLag", bound="PPOLag")
@@ -204,12 +204,9 @@ class PPOLag(LagrangianMixin, PPO):
                 )
 
                 ratio = th.exp(log_prob - rollout_data.old_log_prob)
-                clipped_ratio = th.clamp(ratio, 1 - clip_range, 1 + clip_range)
 
                 # cost: both surrogates clipped pessimistically, then the normalised Lagrangian
-                reward_surrogate = th.min(advantages * ratio, advantages * clipped_ratio).mean()
-                cost_surrogate = th.max(cost_advantages * ratio, cost_advantages * clipped_ratio).mean()
-                policy_loss = -(reward_surrogate - lam * cost_surrogate) / (1.0 + lam)
+                policy_loss = lagrangian_clipped_loss(ratio, advantages, cost_advantages, lam, clip_range)
 
                 pg_losses.append(policy_loss.item())
                 clip_fraction = th.mean((th.abs(ratio - 1) > clip_range).float()).item()

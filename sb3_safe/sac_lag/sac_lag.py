@@ -309,10 +309,8 @@ class SACLag(SAC):
     ) -> None:
         # Read (and validate) the costs before anything is stored: a missing cost raises CostSignalError.
         assert self.safety_stats is not None
-        summed_before = self.safety_stats.current_costs.copy()
-        step_costs = self.safety_stats.update(infos, dones)
-        finished = np.asarray(dones, dtype=bool)
-        self._unused_episode_costs.extend(float(c) for c in (summed_before + step_costs)[finished])
+        self.safety_stats.update(infos, dones)
+        self._unused_episode_costs.extend(self.safety_stats.finished_costs)
         # The parent handles terminal observations and VecNormalize; the cost buffer reads info["cost"] in add().
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
