@@ -97,8 +97,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import sync_envs_normalization
 
 import sb3_safe  # noqa: F401 - registers the safe envs
-from sb3_safe.common.cost import read_vec_costs
 from sb3_safe.common.evaluation import evaluate_safe_policy
+from sb3_safe.common.safety_stats import SafetyStats
 from sb3_safe.envs import SAFE_ENVS
 from sb3_safe.zoo.config_files import default_hyperparams_file
 
@@ -194,33 +194,34 @@ class SafetyTraceCallback(BaseCallback):
     def __init__(self, record_every: int = 100) -> None:
         super().__init__()
         self.record_every = record_every
-        self.violations_total = 0
+        self.stats: SafetyStats | None = None
         self.current_returns: np.ndarray | None = None
-        self.current_costs: np.ndarray | None = None
         self.episode_end_steps: list[int] = []
         self.episode_returns: list[float] = []
         self.episode_costs: list[float] = []
         self.violation_steps: list[int] = []
         self.cumulative_violations: list[int] = []
 
+    @property
+    def violations_total(self) -> int:
+        """Violating steps seen so far."""
+        return self.stats.violations_total if self.stats is not None else 0
+
     def _on_step(self) -> bool:
         infos, dones, rewards = self.locals["infos"], self.locals["dones"], self.locals["rewards"]
-        if self.current_returns is None:
+        if self.stats is None:
+            self.stats = SafetyStats(len(infos), env_id="benchmark env")
             self.current_returns = np.zeros(len(infos))
-            self.current_costs = np.zeros(len(infos))
-        assert self.current_costs is not None
-        costs, violations = read_vec_costs(infos, "benchmark env", self.num_timesteps)
-        self.violations_total += int(violations.sum())
+        assert self.current_returns is not None
+        self.stats.update(infos, dones)
+        self.episode_costs.extend(self.stats.finished_costs)
         self.current_returns += np.asarray(rewards, dtype=np.float64)
-        self.current_costs += costs
         for idx in np.flatnonzero(dones):
             # Monitor's undiscounted return when present (the VecEnv may normalise rewards).
             episode = infos[idx].get("episode")
             self.episode_returns.append(float(episode["r"]) if episode else float(self.current_returns[idx]))
-            self.episode_costs.append(float(self.current_costs[idx]))
             self.episode_end_steps.append(self.num_timesteps)
             self.current_returns[idx] = 0.0
-            self.current_costs[idx] = 0.0
         if self.n_calls % self.record_every == 0:
             self.violation_steps.append(self.num_timesteps)
             self.cumulative_violations.append(self.violations_total)
