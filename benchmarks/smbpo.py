@@ -18,6 +18,14 @@ Usage (the real benchmark is >= 30,000 steps, about two hours on a GPU)::
 
     python benchmarks/smbpo.py --env SafeHopper-v0 --steps 30000 --out-dir bench_out
 
+On a CPU the two algorithms can run side by side, one per core, into the same ``--out-dir``
+(``taskset -c 0 ... --algos smbpo`` and ``taskset -c 1 ... --algos sac``); whichever finishes
+second writes the combined report. ``--checkpoint-every N`` saves the run (model, both buffers,
+trace) every N env steps, and the same command with ``--resume`` continues from the last
+checkpoint, so a run longer than one sitting survives being stopped. The wall time of a resumed
+run counts only training (not the saving, loading or the interruption); the RNG streams restart
+at the resume, so a resumed run is not bit-identical to an uninterrupted one.
+
 Smoke run (minutes, numbers only meaningful as a check that everything runs)::
 
     python benchmarks/smbpo.py --steps 600 --learning-starts 300 --model-initial-gradient-steps 200 \\
@@ -30,6 +38,7 @@ import argparse
 import cProfile
 import json
 import pstats
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +49,7 @@ import torch as th
 from stable_baselines3 import SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from torch import nn
 
 import sb3_safe  # noqa: F401 - registers the safe envs
@@ -51,12 +61,17 @@ from sb3_safe.smbpo import SMBPO
 
 @dataclass
 class RunTrace:
-    """What one training run recorded."""
+    """What one training run recorded, including the counters that a resumed run continues."""
 
     steps: list[int] = field(default_factory=list)
     cumulative_violations: list[int] = field(default_factory=list)
     episode_end_steps: list[int] = field(default_factory=list)
     episode_returns: list[float] = field(default_factory=list)
+    violations: int = 0
+    warmup_done: bool = False
+    violations_at_warmup_end: int = 0
+    model_rows_at_warmup_end: int = 0
+    model_updates_at_warmup_end: int = 0
     wall_s_after_warmup: float = 0.0
     steps_after_warmup: int = 0
     model_rows_after_warmup: int = 0
@@ -64,19 +79,61 @@ class RunTrace:
     violations_after_warmup: int = 0
 
 
-class TraceCallback(BaseCallback):
-    """Records violations, episode returns and the wall time after the warm-up."""
+class Checkpoint:
+    """A run's latest saved state in ``directory``: the model, its replay buffer(s) and the trace.
 
-    def __init__(self, trace: RunTrace, learning_starts: int, every: int = 100) -> None:
+    Each save goes to a new ``step_<n>`` folder and ``latest`` is switched to it only once the
+    folder is complete, so an interruption during a save leaves the previous checkpoint usable.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def save(self, model: BaseAlgorithm, trace: RunTrace) -> None:
+        folder = self.directory / f"step_{model.num_timesteps}"
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save(folder / "model.zip")
+        model.save_replay_buffer(folder / "replay_buffer.pkl")  # type: ignore[attr-defined]
+        (folder / "trace.json").write_text(json.dumps(asdict(trace)))
+        previous = self._latest_folder()
+        (self.directory / "latest.tmp").write_text(folder.name)
+        (self.directory / "latest.tmp").replace(self.directory / "latest")
+        if previous is not None and previous != folder:
+            shutil.rmtree(previous)
+
+    def _latest_folder(self) -> Path | None:
+        pointer = self.directory / "latest"
+        return self.directory / pointer.read_text().strip() if pointer.exists() else None
+
+    def load(self, algo_class: type[OffPolicyAlgorithm], env: gym.Env, device: str) -> tuple[OffPolicyAlgorithm, RunTrace] | None:
+        folder = self._latest_folder()
+        if folder is None:
+            return None
+        model = algo_class.load(folder / "model.zip", env=env, device=device)
+        model.load_replay_buffer(folder / "replay_buffer.pkl")
+        return model, RunTrace(**json.loads((folder / "trace.json").read_text()))
+
+
+class TraceCallback(BaseCallback):
+    """Records violations, episode returns and the wall time after the warm-up; saves a
+    checkpoint every ``checkpoint_every`` env steps (the saving is not timed)."""
+
+    def __init__(
+        self,
+        trace: RunTrace,
+        learning_starts: int,
+        every: int = 100,
+        checkpoint: Checkpoint | None = None,
+        checkpoint_every: int = 0,
+    ) -> None:
         super().__init__()
         self.trace = trace
         self.learning_starts = learning_starts
         self.every = every
-        self.violations = 0
-        self.warmup_end: float | None = None
-        self.violations_at_warmup_end = 0
-        self.model_rows_at_warmup_end = 0
-        self.model_updates_at_warmup_end = 0
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.segment_start: float | None = None
+        self.last_saved_step: int | None = None
 
     def _model_rows(self) -> int:
         return int(getattr(self.model, "model_rows_generated", 0))
@@ -84,31 +141,57 @@ class TraceCallback(BaseCallback):
     def _model_updates(self) -> int:
         return int(getattr(self.model, "model_updates_done", 0))
 
+    def _on_training_start(self) -> None:
+        self.last_saved_step = self.num_timesteps  # a resumed run starts from a saved step
+        if self.trace.warmup_done:
+            self.segment_start = time.perf_counter()
+
+    def _close_segment(self) -> None:
+        if self.segment_start is not None:
+            self.trace.wall_s_after_warmup += time.perf_counter() - self.segment_start
+            self.segment_start = None
+
     def _on_step(self) -> bool:
+        trace = self.trace
         infos = self.locals["infos"]
         _, violations = read_vec_costs(infos, "benchmark", self.num_timesteps)
-        self.violations += int(violations.sum())
+        trace.violations += int(violations.sum())
         for info in infos:
             if "episode" in info:
-                self.trace.episode_end_steps.append(self.num_timesteps)
-                self.trace.episode_returns.append(float(info["episode"]["r"]))
+                trace.episode_end_steps.append(self.num_timesteps)
+                trace.episode_returns.append(float(info["episode"]["r"]))
         if self.num_timesteps % self.every == 0:
-            self.trace.steps.append(self.num_timesteps)
-            self.trace.cumulative_violations.append(self.violations)
-        if self.warmup_end is None and self.num_timesteps >= self.learning_starts:
-            self.warmup_end = time.perf_counter()
-            self.violations_at_warmup_end = self.violations
-            self.model_rows_at_warmup_end = self._model_rows()
-            self.model_updates_at_warmup_end = self._model_updates()
+            trace.steps.append(self.num_timesteps)
+            trace.cumulative_violations.append(trace.violations)
+        if not trace.warmup_done and self.num_timesteps >= self.learning_starts:
+            trace.warmup_done = True
+            self.segment_start = time.perf_counter()
+            trace.violations_at_warmup_end = trace.violations
+            trace.model_rows_at_warmup_end = self._model_rows()
+            trace.model_updates_at_warmup_end = self._model_updates()
         return True
 
+    def _on_rollout_start(self) -> None:
+        # SB3 stores a step's transition after the step callbacks and trains after the rollout, so
+        # the start of the next rollout is the first point at which the buffers and the networks
+        # are complete for the steps done so far.
+        step = self.num_timesteps
+        due = self.checkpoint is not None and self.checkpoint_every and step % self.checkpoint_every == 0
+        if due and step > 0 and step != self.last_saved_step:
+            self._close_segment()
+            self.checkpoint.save(self.model, self.trace)  # type: ignore[union-attr]
+            self.last_saved_step = step
+            if self.trace.warmup_done:
+                self.segment_start = time.perf_counter()
+
     def _on_training_end(self) -> None:
-        if self.warmup_end is not None:
-            self.trace.wall_s_after_warmup = time.perf_counter() - self.warmup_end
-            self.trace.steps_after_warmup = self.num_timesteps - self.learning_starts
-            self.trace.model_rows_after_warmup = self._model_rows() - self.model_rows_at_warmup_end
-            self.trace.model_updates_after_warmup = self._model_updates() - self.model_updates_at_warmup_end
-            self.trace.violations_after_warmup = self.violations - self.violations_at_warmup_end
+        self._close_segment()
+        trace = self.trace
+        if trace.warmup_done:
+            trace.steps_after_warmup = self.num_timesteps - self.learning_starts
+            trace.model_rows_after_warmup = self._model_rows() - trace.model_rows_at_warmup_end
+            trace.model_updates_after_warmup = self._model_updates() - trace.model_updates_at_warmup_end
+            trace.violations_after_warmup = trace.violations - trace.violations_at_warmup_end
 
 
 def matmul_peak_flops(device: th.device, size: int, repeats: int) -> float:
@@ -189,7 +272,11 @@ def profile_smbpo(model: SMBPO, steps: int) -> dict[str, float]:
     return {"profiled_steps": steps, "wall_s": total, **{f"share_{k}": v / total for k, v in parts.items()}}
 
 
-def run(algo: str, args: argparse.Namespace) -> tuple[BaseAlgorithm, RunTrace]:
+ALGORITHMS: dict[str, type[OffPolicyAlgorithm]] = {"sac": SAC, "smbpo": SMBPO}
+
+
+def new_model(algo: str, env: gym.Env, args: argparse.Namespace) -> OffPolicyAlgorithm:
+    """SAC or SMBPO with the settings the two share (and SMBPO's model settings)."""
     common: dict[str, Any] = {
         "learning_starts": args.learning_starts,
         "gradient_steps": args.gradient_steps,
@@ -201,9 +288,8 @@ def run(algo: str, args: argparse.Namespace) -> tuple[BaseAlgorithm, RunTrace]:
         "seed": args.seed,
         "device": args.device,
     }
-    env = gym.make(args.env)
     if algo == "smbpo":
-        model: BaseAlgorithm = SMBPO(
+        return SMBPO(
             "MlpPolicy",
             env,
             **common,
@@ -213,11 +299,64 @@ def run(algo: str, args: argparse.Namespace) -> tuple[BaseAlgorithm, RunTrace]:
             model_gradient_steps=args.model_gradient_steps,
             model_initial_gradient_steps=args.model_initial_gradient_steps,
         )
-    else:
-        model = SAC("MlpPolicy", env, **common)
-    trace = RunTrace()
-    model.learn(args.steps, callback=TraceCallback(trace, args.learning_starts))
+    return SAC("MlpPolicy", env, **common)
+
+
+def train(algo: str, args: argparse.Namespace) -> tuple[OffPolicyAlgorithm, RunTrace]:
+    """Train ``algo`` to ``args.steps`` env steps, from the last checkpoint when ``--resume`` finds one."""
+    env = gym.make(args.env)
+    checkpoint = Checkpoint(args.out_dir / f"{algo}_checkpoint")
+    restored = checkpoint.load(ALGORITHMS[algo], env, args.device) if args.resume else None
+    model, trace = restored if restored is not None else (new_model(algo, env, args), RunTrace())
+    callback = TraceCallback(trace, args.learning_starts, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
+    model.learn(args.steps - model.num_timesteps, callback=callback, reset_num_timesteps=restored is None)
     return model, trace
+
+
+def algorithm_result(algo: str, args: argparse.Namespace, peak: float) -> dict[str, Any]:
+    """Train ``algo``, evaluate it and count its work: the per-algorithm part of the report."""
+    model, trace = train(algo, args)
+    per_step_s = trace.wall_s_after_warmup / max(trace.steps_after_warmup, 1)
+    flops = args.gradient_steps * sac_update_flops(model, args.batch_size)  # type: ignore[arg-type]
+    if isinstance(model, SMBPO):
+        steps = max(trace.steps_after_warmup, 1)
+        flops += smbpo_extra_flops_per_step(
+            model, trace.model_rows_after_warmup / steps, trace.model_updates_after_warmup / steps
+        )
+    result: dict[str, Any] = {
+        "run": run_settings(args),
+        **asdict(trace),
+        **final_evaluation(model, args.env, args.eval_episodes, args.seed),
+        "violations_total": trace.violations,
+        "wall_s_per_env_step": per_step_s,
+        "flops_per_env_step": flops,
+        "matmul_peak_flops": peak,
+        "utilisation": flops / per_step_s / peak if per_step_s > 0 else float("nan"),
+    }
+    if isinstance(model, SMBPO) and args.profile_steps > 0:
+        result["profile"] = profile_smbpo(model, args.profile_steps)
+    return result
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings both algorithms' results must share to be compared."""
+    keys = ("env", "steps", "learning_starts", "gradient_steps", "batch_size", "seed", "threads", "device")
+    return {key: getattr(args, key) for key in keys}
+
+
+def combined_report(results: dict[str, dict[str, Any]], args: argparse.Namespace, device: th.device) -> dict[str, Any]:
+    """The ratios SMBPO / SAC from the two algorithms' results (possibly from two processes)."""
+    if results["sac"]["run"] != results["smbpo"]["run"]:
+        raise ValueError(f"the SAC and SMBPO results in --out-dir come from different settings: "
+                         f"{results['sac']['run']} vs {results['smbpo']['run']}; use a fresh --out-dir")
+    report: dict[str, Any] = {"env": args.env, "device": str(device),
+                              "args": {k: str(v) for k, v in vars(args).items()}, "algorithms": results}
+    report["time_ratio_smbpo_over_sac"] = results["smbpo"]["wall_s_per_env_step"] / results["sac"]["wall_s_per_env_step"]
+    sac_violations = results["sac"]["violations_after_warmup"]
+    report["violations_after_warmup_ratio_smbpo_over_sac"] = (
+        results["smbpo"]["violations_after_warmup"] / sac_violations if sac_violations else float("nan")
+    )
+    return report
 
 
 def final_evaluation(model: BaseAlgorithm, env_id: str, n_episodes: int, seed: int) -> dict[str, float]:
@@ -232,16 +371,16 @@ def final_evaluation(model: BaseAlgorithm, env_id: str, n_episodes: int, seed: i
     }
 
 
-def plot(results: dict[str, RunTrace], path: Path, env_id: str) -> None:
+def plot(results: dict[str, dict[str, Any]], path: Path, env_id: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, trace in results.items():
-        left.plot(trace.steps, trace.cumulative_violations, label=name)
-        right.plot(trace.episode_end_steps, trace.episode_returns, ".-", label=name)
+    for name, result in results.items():
+        left.plot(result["steps"], result["cumulative_violations"], label=name)
+        right.plot(result["episode_end_steps"], result["episode_returns"], ".-", label=name)
     left.set(xlabel="env steps", ylabel="cumulative violations", title=f"{env_id}: violations")
     right.set(xlabel="env steps", ylabel="episode return", title=f"{env_id}: return")
     left.legend()
@@ -271,54 +410,33 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--peak-size", type=int, default=2048, help="matrix size of the matmul micro-benchmark")
     parser.add_argument("--out-dir", type=Path, default=Path("bench_out"))
+    parser.add_argument("--algos", default="sac,smbpo", help="comma-separated subset of sac,smbpo to train in this process")
+    parser.add_argument("--checkpoint-every", type=int, default=0, help="save the run every N env steps (0: never)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out-dir")
     args = parser.parse_args()
     if args.steps <= args.learning_starts:
         parser.error("--steps must exceed --learning-starts (the timing covers the steps after the warm-up)")
+    algos = args.algos.split(",")
+    if unknown := set(algos) - set(ALGORITHMS):
+        parser.error(f"--algos: unknown {sorted(unknown)}; choose from {sorted(ALGORITHMS)}")
     th.set_num_threads(args.threads)
     device = th.device("cuda" if args.device == "auto" and th.cuda.is_available() else
                        ("cpu" if args.device == "auto" else args.device))
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
     peak = matmul_peak_flops(device, args.peak_size, repeats=5)
-    results: dict[str, RunTrace] = {}
-    models: dict[str, BaseAlgorithm] = {}
-    for algo in ("sac", "smbpo"):
-        models[algo], results[algo] = run(algo, args)
-
-    report: dict[str, Any] = {"env": args.env, "device": str(device), "args": {k: str(v) for k, v in vars(args).items()},
-                              "matmul_peak_flops": peak, "algorithms": {}}
-    per_step_s: dict[str, float] = {}
-    for algo, trace in results.items():
-        model = models[algo]
-        per_step_s[algo] = trace.wall_s_after_warmup / max(trace.steps_after_warmup, 1)
-        sac_flops = args.gradient_steps * sac_update_flops(model, args.batch_size)  # type: ignore[arg-type]
-        flops = sac_flops
-        if isinstance(model, SMBPO):
-            steps = max(trace.steps_after_warmup, 1)
-            flops += smbpo_extra_flops_per_step(
-                model, trace.model_rows_after_warmup / steps, trace.model_updates_after_warmup / steps
-            )
-        report["algorithms"][algo] = {
-            **asdict(trace),
-            **final_evaluation(model, args.env, args.eval_episodes, args.seed),
-            "violations_total": trace.cumulative_violations[-1] if trace.cumulative_violations else 0,
-            "wall_s_per_env_step": per_step_s[algo],
-            "flops_per_env_step": flops,
-            "utilisation": flops / per_step_s[algo] / peak if per_step_s[algo] > 0 else float("nan"),
-        }
-    report["time_ratio_smbpo_over_sac"] = per_step_s["smbpo"] / per_step_s["sac"]
-    sac_violations = results["sac"].violations_after_warmup
-    report["violations_after_warmup_ratio_smbpo_over_sac"] = (
-        results["smbpo"].violations_after_warmup / sac_violations if sac_violations else float("nan")
-    )
-    if args.profile_steps > 0:
-        report["smbpo_profile"] = profile_smbpo(models["smbpo"], args.profile_steps)  # type: ignore[arg-type]
+    for algo in algos:
+        result = algorithm_result(algo, args, peak)
+        (args.out_dir / f"{algo}_result.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps({algo: {k: v for k, v in result.items() if not isinstance(v, list)}}, indent=1))
+    result_files = {algo: args.out_dir / f"{algo}_result.json" for algo in ALGORITHMS}
+    if not all(path.exists() for path in result_files.values()):
+        return
+    results = {algo: json.loads(path.read_text()) for algo, path in result_files.items()}
+    report = combined_report(results, args, device)
     (args.out_dir / "smbpo_benchmark.json").write_text(json.dumps(report, indent=1))
     plot(results, args.out_dir / "smbpo_benchmark.png", args.env)
-    summary = {algo: {k: v for k, v in values.items() if not isinstance(v, list)}
-               for algo, values in report["algorithms"].items()}
-    headline = {key: value for key, value in report.items() if key not in ("algorithms", "args")}
-    print(json.dumps({**headline, **summary}, indent=1))
+    print(json.dumps({key: value for key, value in report.items() if key not in ("algorithms", "args")}, indent=1))
 
 
 if __name__ == "__main__":

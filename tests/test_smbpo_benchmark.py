@@ -1,0 +1,59 @@
+"""The SMBPO benchmark's checkpoints: an interrupted run resumes where its last checkpoint left it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+from benchmark_modules import load_benchmark
+
+bench = load_benchmark("smbpo")
+
+
+class Interrupted(Exception):
+    pass
+
+
+def tiny_args(out_dir: Path, resume: bool) -> argparse.Namespace:
+    return argparse.Namespace(
+        env="SafePendulum-v0", steps=300, learning_starts=100, gradient_steps=1, batch_size=32,
+        target_entropy=-1.0, seed=0, device="cpu", threads=1, out_dir=out_dir,
+        checkpoint_every=100, resume=resume,
+    )
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    save = bench.Checkpoint.save
+
+    def save_then_stop_at_200(self, model, trace) -> None:  # type: ignore[no-untyped-def]
+        save(self, model, trace)
+        if model.num_timesteps == 200:
+            raise Interrupted
+
+    monkeypatch.setattr(bench.Checkpoint, "save", save_then_stop_at_200)
+    with pytest.raises(Interrupted):
+        bench.train("sac", tiny_args(tmp_path, resume=False))
+    folder = tmp_path / "sac_checkpoint"
+    assert (folder / "latest").read_text() == "step_200"
+    assert not (folder / "step_100").exists()  # the previous checkpoint is removed once the new one is complete
+    monkeypatch.setattr(bench.Checkpoint, "save", save)
+
+    model, trace = bench.train("sac", tiny_args(tmp_path, resume=True))
+    assert model.num_timesteps == 300
+    assert model.replay_buffer.size() == 300  # the 200 saved transitions and the 100 new ones
+    assert trace.steps == [100, 200, 300]
+    assert trace.cumulative_violations == sorted(trace.cumulative_violations)
+    assert trace.steps_after_warmup == 200
+    assert trace.wall_s_after_warmup > 0
+    assert trace.episode_end_steps == [200]  # 200-step episodes: the one the resume starts ends at 400
+
+
+def test_results_from_different_settings_are_not_combined(tmp_path: Path) -> None:
+    args = tiny_args(tmp_path, resume=False)
+    sac = {"run": bench.run_settings(args), "wall_s_per_env_step": 0.1, "violations_after_warmup": 4}
+    smbpo = {**sac, "run": {**sac["run"], "seed": 1}, "violations_after_warmup": 1}
+    with pytest.raises(ValueError, match="different settings"):
+        bench.combined_report({"sac": sac, "smbpo": smbpo}, args, "cpu")
+    report = bench.combined_report({"sac": sac, "smbpo": {**smbpo, "run": sac["run"]}}, args, "cpu")
+    assert report["violations_after_warmup_ratio_smbpo_over_sac"] == 0.25
