@@ -145,10 +145,11 @@ def test_constrained_policy_costs_less_than_plain_sac(trained: tuple[SACLag, Lam
 
 def test_cost_critic_learns_that_large_actions_cost(trained: tuple[SACLag, LambdaRecorder, KeyRecorder]) -> None:
     model, _, _ = trained
-    observations = th.linspace(0.0, 0.9, 10).reshape(-1, 1)
+    observations = th.linspace(0.0, 0.9, 10, device=model.device).reshape(-1, 1)
+    largest = th.ones(10, 1, device=model.device)
     with th.no_grad():
-        costly = th.cat(model.critic(observations, th.ones(10, 1))[1], dim=1).max(dim=1).values
-        free = th.cat(model.critic(observations, -th.ones(10, 1))[1], dim=1).max(dim=1).values
+        costly = th.cat(model.critic(observations, largest)[1], dim=1).max(dim=1).values
+        free = th.cat(model.critic(observations, -largest)[1], dim=1).max(dim=1).values
     # Q_c(s, 1) - Q_c(s, -1) is the immediate cost 1 (the continuation is the same policy's).
     assert th.all(costly - free > 0.5)
 
@@ -330,12 +331,12 @@ def test_fused_critic_equals_independent_mlps(n_critics: int) -> None:
         for linear, layer in zip(linears, ensemble_layers, strict=True):
             linear.weight.data.copy_(layer.weight[member].T)
             linear.bias.data.copy_(layer.bias[member, 0])
-        independent.append(th.nn.Sequential(linears[0], th.nn.Tanh(), linears[1], th.nn.Tanh(), linears[2]))
+        independent.append(th.nn.Sequential(linears[0], th.nn.Tanh(), linears[1], th.nn.Tanh(), linears[2]).to(critic.device))
     # Members were initialised independently (no two share weights).
     first_layer = ensemble_layers[0].weight
     assert all(not th.equal(first_layer[i], first_layer[j]) for i in range(2 * n_critics) for j in range(i))
 
-    observations, actions = th.rand(7, 1), th.rand(7, 1) * 2 - 1
+    observations, actions = th.rand(7, 1, device=critic.device), th.rand(7, 1, device=critic.device) * 2 - 1
     with th.no_grad():
         reward_qs, cost_qs = critic(observations, actions)
         expected = [net(th.cat([observations, actions], dim=1)) for net in independent]
@@ -392,7 +393,7 @@ def test_shared_cost_heads_are_second_outputs_of_the_reward_critics(tmp_path: An
     assert critic.n_members == 2
     layers = [layer for layer in critic.q_networks if hasattr(layer, "weight")]
     assert [tuple(layer.weight.shape) for layer in layers] == [(2, 2, 8), (2, 8, 6), (2, 6, 2)]
-    observations, actions = th.rand(5, 1), th.rand(5, 1) * 2 - 1
+    observations, actions = th.rand(5, 1, device=critic.device), th.rand(5, 1, device=critic.device) * 2 - 1
     with th.no_grad():
         reward_qs, cost_qs = critic(observations, actions)
         hidden = th.cat([observations, actions], dim=1).expand(2, -1, -1)

@@ -269,8 +269,8 @@ def test_learned_predicate_on_an_env_with_only_violation_infos() -> None:
     assert model.safety_stats.violations_total > 0
     assert "rollout/model_violation_rate" in writer.keys
     # The classifier must call far-out states unsafe and the origin safe.
-    obs = th.tensor([[0.0, 0.0], [0.0, 0.95]] * 4)
-    actions = th.tensor([[0.0, 0.0], [0.0, 1.0]] * 4)
+    obs = th.tensor([[0.0, 0.0], [0.0, 0.95]] * 4, device=model.device)
+    actions = th.tensor([[0.0, 0.0], [0.0, 1.0]] * 4, device=model.device)
     _, _, prob = model.dynamics.sample_step(obs, actions)
     assert prob is not None
     assert float(prob[0]) < float(prob[1])
