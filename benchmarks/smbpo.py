@@ -116,7 +116,7 @@ class Checkpoint:
 
 class TraceCallback(BaseCallback):
     """Records violations, episode returns and the wall time after the warm-up; saves a
-    checkpoint every ``checkpoint_every`` env steps (the saving is not timed)."""
+    checkpoint every ``checkpoint_every`` env steps and at the end of training (the saving is not timed)."""
 
     def __init__(
         self,
@@ -175,14 +175,17 @@ class TraceCallback(BaseCallback):
         # SB3 stores a step's transition after the step callbacks and trains after the rollout, so
         # the start of the next rollout is the first point at which the buffers and the networks
         # are complete for the steps done so far.
-        step = self.num_timesteps
-        due = self.checkpoint is not None and self.checkpoint_every and step % self.checkpoint_every == 0
-        if due and step > 0 and step != self.last_saved_step:
+        if self.checkpoint_every and self.num_timesteps % self.checkpoint_every == 0:
             self._close_segment()
-            self.checkpoint.save(self.model, self.trace)  # type: ignore[union-attr]
-            self.last_saved_step = step
+            self._save_checkpoint()
             if self.trace.warmup_done:
                 self.segment_start = time.perf_counter()
+
+    def _save_checkpoint(self) -> None:
+        step = self.num_timesteps
+        if self.checkpoint is not None and self.checkpoint_every and step > 0 and step != self.last_saved_step:
+            self.checkpoint.save(self.model, self.trace)
+            self.last_saved_step = step
 
     def _on_training_end(self) -> None:
         self._close_segment()
@@ -192,6 +195,9 @@ class TraceCallback(BaseCallback):
             trace.model_rows_after_warmup = self._model_rows() - trace.model_rows_at_warmup_end
             trace.model_updates_after_warmup = self._model_updates() - trace.model_updates_at_warmup_end
             trace.violations_after_warmup = trace.violations - trace.violations_at_warmup_end
+        # The finished run too, so that a resume after training (during the evaluation or the
+        # profile) trains no further step.
+        self._save_checkpoint()
 
 
 def matmul_peak_flops(device: th.device, size: int, repeats: int) -> float:
@@ -309,7 +315,8 @@ def train(algo: str, args: argparse.Namespace) -> tuple[OffPolicyAlgorithm, RunT
     restored = checkpoint.load(ALGORITHMS[algo], env, args.device) if args.resume else None
     model, trace = restored if restored is not None else (new_model(algo, env, args), RunTrace())
     callback = TraceCallback(trace, args.learning_starts, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
-    model.learn(args.steps - model.num_timesteps, callback=callback, reset_num_timesteps=restored is None)
+    if model.num_timesteps < args.steps:
+        model.learn(args.steps - model.num_timesteps, callback=callback, reset_num_timesteps=restored is None)
     return model, trace
 
 

@@ -48,6 +48,12 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path: Path, monkey
     assert trace.wall_s_after_warmup > 0
     assert trace.episode_end_steps == [200]  # 200-step episodes: the one the resume starts ends at 400
 
+    # The finished run is checkpointed too: resuming it again trains no further step.
+    assert (folder / "latest").read_text() == "step_300"
+    model, again = bench.train("sac", tiny_args(tmp_path, resume=True))
+    assert model.num_timesteps == 300 and model.replay_buffer.size() == 300
+    assert again == trace
+
 
 def test_results_from_different_settings_are_not_combined(tmp_path: Path) -> None:
     args = tiny_args(tmp_path, resume=False)
