@@ -58,18 +58,18 @@ def test_ensemble_fits_a_known_linear_system() -> None:
     result = fit_ensemble(model, optimizer, obs, act, next_obs, rewards, n_updates=500, batch_size=128)
     assert result.n_holdout == 200 and result.n_train == 1800
     # Normalised units: 1.0 would be the error of always predicting the mean change.
-    assert result.holdout_mse < 0.02
+    assert result.holdout_mse < 0.01
 
     test_obs, test_act, test_next, test_rew = linear_system(500, seed=1)
     with th.no_grad():
         mean, _, _ = model(th.cat([test_obs, test_act], dim=-1))
     raw_mean = mean * model.output_std + model.output_mean  # every member, raw units
-    # Errors relative to the targets' variances; the fit is chaotic enough that the exact value moves
-    # with the torch build and the CPU (reward 0.004 with torch 2.13 on the reference CPU, 0.008 with 2.11 on an H200 host).
+    # Errors relative to the targets' variances (an absolute 0.01 on the reward failed by 3 % with torch
+    # 2.11 on an H200 host): reward 0.004 with torch 2.13 on the reference CPU, 0.008 on that host.
     state_error = ((test_obs + raw_mean[..., :3] - test_next) ** 2).mean() / (test_next - test_obs).var(dim=0).mean()
     reward_error = ((raw_mean[..., 3] - test_rew) ** 2).mean() / test_rew.var()
     assert float(state_error) < 0.05
-    assert float(reward_error) < 0.02
+    assert float(reward_error) < 0.01
     # Samples add the learned noise, which is still shrinking after this short fit.
     pred_next, pred_rew, prob = model.sample_step(test_obs, test_act)
     assert prob is None
