@@ -40,6 +40,34 @@ def test_learns_to_respect_the_budget_and_improves_return() -> None:
     assert mean_episode_return(model) > 6.3
 
 
+class LambdaAfterEachRollout(BaseCallback):
+    """Records lambda at each rollout start, i.e. after the previous rollout's update."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: list[float] = []
+
+    def _on_rollout_start(self) -> None:
+        self.values.append(self.model.lagrange_value)
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def test_multiplier_moves_only_after_rollouts_in_which_an_episode_ended() -> None:
+    # 200-step episodes and 128-step rollouts: episodes end in rollouts 2, 4 and 5 (at steps 200,
+    # 400 and 600), not in rollouts 1, 3 and 6. Rollout 3's J_c estimate is the stale mean of the
+    # episode that ended in rollout 2; updating from it again would wind lambda up from old evidence.
+    env = make_vec_env(lambda: ThreeChoiceEnv(horizon=200), n_envs=1, seed=0)
+    model = small_ppo_lag(env, learning_rate=0.0, lagrangian_kwargs=dict(lr=0.1))
+    recorder = LambdaAfterEachRollout()
+    model.learn(6 * 128, callback=recorder)
+    after_rollout = recorder.values[1:] + [model.lagrange_value]
+    moved = [after > before for before, after in zip(recorder.values, after_rollout)]
+    assert moved == [False, True, False, True, True, False]
+    assert model.ep_cost_estimate is not None and model.ep_cost_estimate > COST_LIMIT
+
+
 def test_cost_gae_matches_reward_gae_and_dict_buffer() -> None:
     obs_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
     action_space = gym.spaces.Discrete(2)

@@ -102,7 +102,11 @@ class CostOnPolicyMixin:
     Episode-cost estimate J_c (used once per rollout): the mean summed cost of the episodes that
     finished during the last rollout; when none finished (episodes longer than a rollout), the mean
     of the last ``stats_window_size`` finished episodes; before the first episode ever ends there is
-    no estimate, and the multiplier / CPO constraint is left as it is for that rollout.
+    no estimate, and the multiplier / CPO constraint is left as it is for that rollout. The
+    Lagrange multiplier is only updated after rollouts in which an episode finished: the fallback
+    mean brings no new evidence, and integrating it again at every rollout would wind lambda up
+    from old episodes (with 1000-step episodes and 512-step rollouts, a policy that has stopped
+    violating kept raising lambda from the violations of its past).
     """
 
     # Provided by the SB3 base classes.
@@ -140,6 +144,7 @@ class CostOnPolicyMixin:
         self.normalize_cost_advantage = normalize_cost_advantage
         self.safety_stats: SafetyStats | None = None
         self.ep_cost_estimate: float | None = None
+        self.ep_cost_estimate_is_fresh = False
         self._rollout_episode_costs: list[float] = []
 
     def _setup_model(self) -> None:
@@ -287,6 +292,7 @@ class CostOnPolicyMixin:
             last_cost_values=last_cost_values, dones=dones
         )
         self.ep_cost_estimate = self._estimate_episode_cost()
+        self.ep_cost_estimate_is_fresh = bool(self._rollout_episode_costs)
 
         callback.update_locals(locals())
 
@@ -374,8 +380,9 @@ class LagrangianMixin(CostOnPolicyMixin):
         return self.lagrange_multiplier.value
 
     def _update_lagrange_multiplier(self) -> float:
-        """One multiplier update from the rollout's J_c (skipped when there is no estimate yet)."""
-        if self.ep_cost_estimate is not None:
+        """One multiplier update from the rollout's J_c (skipped when no episode finished in it)."""
+        if self.ep_cost_estimate_is_fresh:
+            assert self.ep_cost_estimate is not None
             self.lagrange_multiplier.update(self.ep_cost_estimate)
         self._record_cost_estimate()
         self.logger.record("train/lagrange_multiplier", self.lagrange_value)
