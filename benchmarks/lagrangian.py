@@ -8,6 +8,9 @@ Trains PPO vs PPOLag and SAC vs SACLag on each env, for several seeds, and repor
   mean of the last 10 training episodes. The stochastic policy is the one the constraint
   J_c(pi) <= d binds and the Lagrangian drives to the limit; its mode is a different policy that
   no Lagrangian method constrains, so its cost is reported beside it, not instead of it;
+* how much of each evaluation's mean cost comes from episodes whose first state is already unsafe
+  (the env's ``is_unsafe`` on the reset observation; e.g. a SafePendulum-v0 start inside the band),
+  and how many such starts the evaluation had (both evaluations see the same start states);
 * cumulative safety violations over training (``info["violation"]`` steps);
 * wall-clock training throughput (env steps per second, ``learn()`` wall time);
 * per env, the throughput ratios PPOLag / PPO and SACLag / SAC (of the seed means, and per seed).
@@ -94,7 +97,8 @@ import yaml
 from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import sync_envs_normalization
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, sync_envs_normalization, unwrap_vec_normalize
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 import sb3_safe  # noqa: F401 - registers the safe envs
 from sb3_safe.common.evaluation import evaluate_safe_policy
@@ -169,6 +173,9 @@ class RunResult:
     eval_cost: float
     eval_return_stochastic: float
     eval_cost_stochastic: float
+    eval_unsafe_starts: int
+    eval_cost_from_unsafe_starts: float
+    eval_cost_from_unsafe_starts_stochastic: float
     final_train_return: float
     final_train_cost: float
     violations_total: int
@@ -354,13 +361,59 @@ class TrainingSampler:
         return self.model.predict(observation, state, episode_start, deterministic)  # type: ignore[arg-type]
 
 
+class UnsafeStartRecorder(VecEnvWrapper):
+    """Records whether each episode of a one-env VecEnv starts in an unsafe state, in start order.
+
+    The env's ``is_unsafe`` is applied to the raw observation (before a ``VecNormalize``); the first
+    observation of an episode is the one ``reset()`` returns, or the one ``step`` returns when the
+    previous episode ends (SB3's automatic reset).
+
+    :param venv: the evaluation env, with one sub-env
+    """
+
+    def __init__(self, venv: VecEnv) -> None:
+        if venv.num_envs != 1:
+            raise ValueError(f"UnsafeStartRecorder needs a VecEnv with one env, got {venv.num_envs}")
+        super().__init__(venv)
+        self.is_unsafe = venv.get_attr("is_unsafe")[0]
+        self.normalizer = unwrap_vec_normalize(venv)
+        self.unsafe_starts: list[bool] = []
+
+    def _record_start(self, obs: VecEnvObs) -> None:
+        raw = self.normalizer.get_original_obs() if self.normalizer is not None else obs
+        self.unsafe_starts.append(bool(self.is_unsafe(raw[0])))  # type: ignore[index]
+
+    def reset(self) -> VecEnvObs:
+        obs = self.venv.reset()
+        self._record_start(obs)
+        return obs
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        if dones[0]:
+            self._record_start(obs)
+        return obs, rewards, dones, infos
+
+
+@dataclass
+class Evaluation:
+    """One final evaluation: means over its episodes, and the part of the mean cost that comes from
+    episodes whose first state was already unsafe."""
+
+    mean_return: float
+    mean_cost: float
+    unsafe_starts: int
+    cost_from_unsafe_starts: float
+
+
 def evaluate(
     model: BaseAlgorithm, manager: ExperimentManager, seed: int, n_episodes: int, deterministic: bool
-) -> tuple[float, float]:
-    """Mean return and mean summed cost of ``n_episodes`` fresh episodes of the trained policy.
+) -> Evaluation:
+    """Return and summed cost of ``n_episodes`` fresh episodes of the trained policy.
 
     The env is the zoo's evaluation env (``VecNormalize`` without reward normalisation or statistics
-    updates when the entry normalises), with the training env's observation statistics. A stochastic
+    updates when the entry normalises), with the training env's observation statistics, seeded the
+    same way for every evaluation of a run (so they all see the same start states). A stochastic
     evaluation samples actions as training does (:class:`TrainingSampler`), with torch seeded for
     repeatability.
 
@@ -368,16 +421,24 @@ def evaluate(
     """
     manager.seed = seed + EVAL_SEED_OFFSET
     with redirect_stdout(io.StringIO()):
-        env = manager.create_envs(1, eval_env=True, no_log=True)
+        zoo_env = manager.create_envs(1, eval_env=True, no_log=True)
     training_env = model.get_env()
     assert training_env is not None
-    sync_envs_normalization(training_env, env)
+    sync_envs_normalization(training_env, zoo_env)  # before wrapping: it walks both wrapper chains in step
+    env = UnsafeStartRecorder(zoo_env)
     th.manual_seed(seed + EVAL_SEED_OFFSET)
-    mean_return, _, mean_cost, _ = evaluate_safe_policy(  # type: ignore[misc]
-        TrainingSampler(model), env, n_eval_episodes=n_episodes, deterministic=deterministic
+    returns, _, costs, _ = evaluate_safe_policy(  # type: ignore[misc]
+        TrainingSampler(model), env, n_eval_episodes=n_episodes, deterministic=deterministic, return_episode_rewards=True
     )
     env.close()
-    return mean_return, mean_cost
+    unsafe_start = np.array(env.unsafe_starts[:n_episodes], dtype=bool)
+    costs_array = np.asarray(costs, dtype=np.float64)
+    return Evaluation(
+        mean_return=float(np.mean(returns)),
+        mean_cost=float(costs_array.mean()),
+        unsafe_starts=int(unsafe_start.sum()),
+        cost_from_unsafe_starts=float(costs_array[unsafe_start].sum() / n_episodes),
+    )
 
 
 def tail_mean(values: list[float], count: int) -> float:
@@ -393,8 +454,8 @@ def run_one(spec: RunSpec) -> RunResult:
     start = time.perf_counter()
     model.learn(spec.timesteps, callback=[trace, *zoo_callbacks])
     wall_s = time.perf_counter() - start
-    eval_return, eval_cost = evaluate(model, manager, spec.seed, spec.eval_episodes, deterministic=True)
-    stochastic_return, stochastic_cost = evaluate(model, manager, spec.seed, spec.eval_episodes, deterministic=False)
+    deterministic = evaluate(model, manager, spec.seed, spec.eval_episodes, deterministic=True)
+    stochastic = evaluate(model, manager, spec.seed, spec.eval_episodes, deterministic=False)
     training_env = model.get_env()
     assert training_env is not None
     training_env.close()
@@ -410,10 +471,13 @@ def run_one(spec: RunSpec) -> RunResult:
         cost_limit=float(model.cost_limit) if ALGOS[spec.algo].constrained else None,  # type: ignore[attr-defined]
         wall_s=wall_s,
         steps_per_s=model.num_timesteps / wall_s,
-        eval_return=eval_return,
-        eval_cost=eval_cost,
-        eval_return_stochastic=stochastic_return,
-        eval_cost_stochastic=stochastic_cost,
+        eval_return=deterministic.mean_return,
+        eval_cost=deterministic.mean_cost,
+        eval_return_stochastic=stochastic.mean_return,
+        eval_cost_stochastic=stochastic.mean_cost,
+        eval_unsafe_starts=deterministic.unsafe_starts,
+        eval_cost_from_unsafe_starts=deterministic.cost_from_unsafe_starts,
+        eval_cost_from_unsafe_starts_stochastic=stochastic.cost_from_unsafe_starts,
         final_train_return=tail_mean(trace.episode_returns, TRAINING_EPISODES_FOR_FINAL),
         final_train_cost=tail_mean(trace.episode_costs, TRAINING_EPISODES_FOR_FINAL),
         violations_total=trace.violations_total,
@@ -491,6 +555,9 @@ SUMMARY_METRICS = (
     "eval_cost",
     "eval_return_stochastic",
     "eval_cost_stochastic",
+    "eval_unsafe_starts",
+    "eval_cost_from_unsafe_starts",
+    "eval_cost_from_unsafe_starts_stochastic",
     "final_train_return",
     "final_train_cost",
     "violations_total",
@@ -599,7 +666,9 @@ def print_run(result: RunResult) -> None:
     print(
         f"{result.env_id} {result.algo} seed {result.seed}: {result.timesteps} steps, eval return "
         f"{result.eval_return:.1f}, eval cost {result.eval_cost:.2f} (stochastic: return "
-        f"{result.eval_return_stochastic:.1f}, cost {result.eval_cost_stochastic:.2f}), violations {result.violations_total}, "
+        f"{result.eval_return_stochastic:.1f}, cost {result.eval_cost_stochastic:.2f}; of which from the "
+        f"{result.eval_unsafe_starts} unsafe starts {result.eval_cost_from_unsafe_starts:.2f} / "
+        f"{result.eval_cost_from_unsafe_starts_stochastic:.2f}), violations {result.violations_total}, "
         f"{result.steps_per_s:.0f} steps/s",
         flush=True,
     )

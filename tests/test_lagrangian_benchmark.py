@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
+import numpy as np
 import pytest
 from benchmark_modules import load_benchmark
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+import sb3_safe  # noqa: F401 - registers the safe envs
+from sb3_safe.envs.classic import SafePendulumEnv
 
 bench = load_benchmark("lagrangian")
 
@@ -48,3 +54,28 @@ def test_stochastic_evaluation_resamples_gsde_noise_and_repeats() -> None:
     noise_calls.clear()
     assert bench.evaluate(model, manager, 0, 2, deterministic=True) != stochastic
     assert noise_calls == []
+
+
+def test_unsafe_starts_are_read_from_raw_observations() -> None:
+    # Two-step episodes, observations normalised by a VecNormalize: the recorder must judge each
+    # episode's first state on the raw observation. The base env's angle is the independent truth.
+    venv = DummyVecEnv([lambda: gym.make("SafePendulum-v0", max_episode_steps=2)])
+    venv.seed(0)
+    recorder = bench.UnsafeStartRecorder(VecNormalize(venv, norm_reward=False))
+    base = venv.envs[0].unwrapped
+    recorder.reset()
+    truth = [bool(SafePendulumEnv.angle_is_unsafe(base.state[0]))]
+    for _ in range(2 * 300):
+        _, _, dones, _ = recorder.step(np.zeros((1, 1), dtype=np.float32))
+        if dones[0]:
+            truth.append(bool(SafePendulumEnv.angle_is_unsafe(base.state[0])))
+    assert recorder.unsafe_starts == truth
+    assert 0 < sum(truth) < 30  # a uniform start angle lands in the 10-degree band about 1 time in 36
+
+
+def test_cost_from_unsafe_starts_is_part_of_the_mean_cost() -> None:
+    model, manager, _ = bench.build_model(bench.RunSpec("SafePendulum-v0", "ppo", 0, 1, 2, None))
+    model.learn(1)
+    evaluation = bench.evaluate(model, manager, 3, 40, deterministic=True)
+    assert 0 < evaluation.unsafe_starts < 40
+    assert 0.0 < evaluation.cost_from_unsafe_starts <= evaluation.mean_cost
