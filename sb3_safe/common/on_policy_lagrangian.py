@@ -106,7 +106,7 @@ class CostOnPolicyMixin:
     Lagrange multiplier is only updated after rollouts in which an episode finished: the fallback
     mean brings no new evidence, and integrating it again at every rollout would wind lambda up
     from old episodes (with 1000-step episodes and 512-step rollouts, a policy that has stopped
-    violating kept raising lambda from the violations of its past).
+    violating would keep raising lambda from the violations of its past).
     """
 
     # Provided by the SB3 base classes.
