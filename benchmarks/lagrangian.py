@@ -524,7 +524,7 @@ def plan_runs(args: argparse.Namespace, settings: dict[str, dict[str, Any]]) -> 
     for env_id in args.env_ids:
         for members in FAMILIES.values():
             algos = [algo for algo in members if algo in args.algo_names]
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 for algo in algos:
                     budget = settings[env_id][algo]["timesteps"]
                     specs.append(RunSpec(env_id, algo, seed, budget, args.eval_episodes, args.cost_limit))
@@ -631,7 +631,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--envs", default="SafePendulum-v0,SafeHopper-v0", help="comma-separated env ids")
     parser.add_argument("--algos", default="ppo,ppo_lag,sac,sac_lag", help=f"comma-separated, from {sorted(ALGOS)}")
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (--first-seed, --first-seed + 1, ...)")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first seed")
     parser.add_argument("--ppo-timesteps", type=int, default=None, help="env steps per PPO/PPOLag run (default: YAML)")
     parser.add_argument("--sac-timesteps", type=int, default=None, help="env steps per SAC/SACLag run (default: YAML)")
     parser.add_argument(
@@ -659,6 +660,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--torch-threads applies to --jobs 1 only: each of the --jobs workers uses 1 torch thread")
     if args.cost_limit is not None and args.cost_limit < 0:
         parser.error("--cost-limit must be >= 0")
+    if args.first_seed < 0:
+        parser.error("--first-seed must be >= 0")
     return args
 
 
