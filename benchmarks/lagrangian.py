@@ -428,7 +428,11 @@ def evaluate(
     env = UnsafeStartRecorder(zoo_env)
     th.manual_seed(seed + EVAL_SEED_OFFSET)
     returns, _, costs, _ = evaluate_safe_policy(  # type: ignore[misc]
-        TrainingSampler(model), env, n_eval_episodes=n_episodes, deterministic=deterministic, return_episode_rewards=True
+        TrainingSampler(model),
+        env,
+        n_eval_episodes=n_episodes,
+        deterministic=deterministic,
+        return_episode_rewards=True,
     )
     env.close()
     unsafe_start = np.array(env.unsafe_starts[:n_episodes], dtype=bool)

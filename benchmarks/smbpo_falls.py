@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,8 @@ from sb3_safe.smbpo import SMBPO
 
 @dataclass
 class LookBack:
-    """The measurements from the states ``k`` steps before the falls (means over the falls)."""
+    """The measurements from the states ``k`` steps before the falls (means over the falls; NaN
+    when no fall of the window has ``k`` steps of its episode before it)."""
 
     k: int
     n_falls: int
@@ -167,14 +169,18 @@ def analyse_look_back(
     ]
     return LookBack(
         k=k, n_falls=len(falls), n_skipped=int((~exact).sum()), **measure_states(agent, env, data, starts, args),
-        replay_check=float(np.mean(replayed)),
+        replay_check=float(np.mean(replayed)) if replayed else math.nan,
     )
 
 
 def measure_states(
     agent: SMBPO, env: gym.Env, data: RealTransitions, indices: np.ndarray, args: argparse.Namespace
 ) -> dict[str, float]:
-    """Model hit rate, min Q and the current policy's real fall rates from the given real states."""
+    """Model hit rate, min Q and the current policy's real fall rates from the given real states
+    (all NaN when there is none)."""
+    if len(indices) == 0:
+        keys = ("model_hit_rate", "q_min", "real_fall_rate_deterministic", "real_fall_rate_stochastic")
+        return dict.fromkeys(keys, math.nan)
     deterministic, stochastic = [], []
     for obs in data.observations[indices]:
         deterministic.append(steps_until_fall(env, obs, policy_actor(agent, True), args.recovery_steps) is not None)
@@ -242,10 +248,16 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ks = [row["k"] for row in rows]
     fig, (ax_rates, ax_q) = plt.subplots(1, 2, figsize=(10, 4))
     ax_rates.plot(ks, [row["model_hit_rate"] for row in rows], "o-", label="model rollouts hit unsafe within H")
-    ax_rates.plot(ks, [row["real_fall_rate_deterministic"] for row in rows], "s-", label="real: current policy (mode) falls")
-    ax_rates.plot(ks, [row["real_fall_rate_stochastic"] for row in rows], "^-", label="real: current policy (sampled) falls")
+    for key, marker, label in (
+        ("real_fall_rate_deterministic", "s-", "real: current policy (mode) falls"),
+        ("real_fall_rate_stochastic", "^-", "real: current policy (sampled) falls"),
+    ):
+        ax_rates.plot(ks, [row[key] for row in rows], marker, label=label)
     ax_rates.axhline(
-        report["controls"]["real_fall_rate_deterministic"], color="green", ls="--", label="real: mode falls, from states that stayed up"
+        report["controls"]["real_fall_rate_deterministic"],
+        color="green",
+        ls="--",
+        label="real: mode falls, from states that stayed up",
     )
     ax_rates.axvline(report["rollout_horizon"], color="grey", ls=":", label="model horizon H")
     ax_rates.set(xlabel="steps before the fall (k)", ylabel="fraction", ylim=(-0.05, 1.05))
