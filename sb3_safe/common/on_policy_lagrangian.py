@@ -144,7 +144,6 @@ class CostOnPolicyMixin:
         self.normalize_cost_advantage = normalize_cost_advantage
         self.safety_stats: SafetyStats | None = None
         self.ep_cost_estimate: float | None = None
-        self.ep_cost_estimate_is_fresh = False
         self._rollout_episode_costs: list[float] = []
 
     def _setup_model(self) -> None:
@@ -292,7 +291,6 @@ class CostOnPolicyMixin:
             last_cost_values=last_cost_values, dones=dones
         )
         self.ep_cost_estimate = self._estimate_episode_cost()
-        self.ep_cost_estimate_is_fresh = bool(self._rollout_episode_costs)
 
         callback.update_locals(locals())
 
@@ -381,7 +379,7 @@ class LagrangianMixin(CostOnPolicyMixin):
 
     def _update_lagrange_multiplier(self) -> float:
         """One multiplier update from the rollout's J_c (skipped when no episode finished in it)."""
-        if self.ep_cost_estimate_is_fresh:
+        if self._rollout_episode_costs:  # the rollout just collected; J_c is then their mean
             assert self.ep_cost_estimate is not None
             self.lagrange_multiplier.update(self.ep_cost_estimate)
         self._record_cost_estimate()
