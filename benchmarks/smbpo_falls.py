@@ -124,15 +124,15 @@ def rebuilds_exactly(env: gym.Env, data: RealTransitions, index: int) -> bool:
     return bool(np.abs(next_obs - data.next_observations[index]).max() <= 1e-9)
 
 
-def model_hit_rate(agent: SMBPO, unsafe_fn: Any, states: np.ndarray, reps: int) -> float:
-    """Fraction of model rollouts (stochastic policy, the agent's horizon) that reach a predicted
-    unsafe state, as in SMBPO's own rollouts."""
+def model_hit_rate(agent: SMBPO, states: np.ndarray, reps: int) -> float:
+    """Fraction of model rollouts (stochastic policy, the agent's horizon and unsafe predicate) that
+    reach a predicted unsafe state, as in SMBPO's own rollouts."""
     obs = th.as_tensor(np.repeat(states, reps, axis=0), device=agent.device).float()
     hit = th.zeros(obs.shape[0], dtype=th.bool, device=agent.device)
     with th.no_grad():
         for _ in range(agent.rollout_horizon):
-            next_obs, _, _ = agent.dynamics.sample_step(obs, agent.actor(obs, deterministic=False))
-            hit |= th.as_tensor(unsafe_fn(next_obs.cpu().numpy()), device=agent.device)
+            next_obs, _, violation_prob = agent.dynamics.sample_step(obs, agent.actor(obs, deterministic=False))
+            hit |= agent._predict_unsafe(next_obs, violation_prob)
             obs = next_obs
     return float(hit.float().mean())
 
@@ -189,7 +189,7 @@ def measure_states(
             for _ in range(args.real_reps)
         )
     return {
-        "model_hit_rate": model_hit_rate(agent, env.unwrapped.is_unsafe, data.observations[indices], args.reps),
+        "model_hit_rate": model_hit_rate(agent, data.observations[indices], args.reps),
         "q_min": float(q_min(agent, data.observations[indices]).mean()),
         "real_fall_rate_deterministic": float(np.mean(deterministic)),
         "real_fall_rate_stochastic": float(np.mean(stochastic)),
