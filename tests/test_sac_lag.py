@@ -416,3 +416,74 @@ def test_shared_cost_heads_are_second_outputs_of_the_reward_critics(tmp_path: An
 def test_unknown_cost_value_head_is_refused() -> None:
     with pytest.raises(ValueError, match="cost_value_head must be 'separate' or 'shared'"):
         SACLag("MlpPolicy", GreedyActionEnv(), policy_kwargs=dict(cost_value_head="tied"))
+
+
+class ValueRecorder(KVWriter):
+    """Logger output that keeps the last value written under each key."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
+        self.values.update(key_values)
+
+
+def test_cost_value_signal_steps_lambda_once_per_train_call_on_the_scaled_cost_critic() -> None:
+    model = SACLag(
+        "MlpPolicy",
+        GreedyActionEnv(),
+        cost_limit=COST_LIMIT,
+        multiplier_signal="cost_value",
+        max_episode_steps=HORIZON,
+        cost_gamma=0.9,
+        **FAST_KWARGS,
+    )
+    recorder = ValueRecorder()
+    model.set_logger(Logger(folder=None, output_formats=[recorder]))
+    steps: list[float] = []
+    update = model.lagrange_multiplier.update
+    model.lagrange_multiplier.update = lambda cost: steps.append(cost) or update(cost)  # type: ignore[method-assign]
+    model.learn(150, log_interval=1)
+    # Learning starts at step 100 and trains every 2 steps with one gradient step: 25 train() calls,
+    # each followed by one multiplier step (no waiting for finished episodes).
+    assert len(steps) == model._n_updates == 25
+    factor = HORIZON * (1 - 0.9) / (1 - 0.9**HORIZON)
+    assert model._episode_cost_per_cost_value == pytest.approx(factor)
+    # One call of several gradient steps: one multiplier step, on that call's mean cost critic estimate
+    # max_i Q_c,i(s, pi(s)) as an episode cost.
+    steps.clear()
+    model.train(gradient_steps=3, batch_size=32)
+    model.logger.dump(model.num_timesteps)
+    assert steps == [pytest.approx(recorder.values["train/cost_q_mean"] * factor)]
+    assert model.ep_cost_estimate == steps[0]
+
+
+def test_cost_value_signal_scale_and_its_episode_length() -> None:
+    model = SACLag("MlpPolicy", "SafePendulum-v0", multiplier_signal="cost_value", cost_gamma=0.99)
+    assert model.max_episode_steps == 200  # from the registered spec
+    assert model._episode_cost_per_cost_value == pytest.approx(200 * 0.01 / (1 - 0.99**200))
+    undiscounted = SACLag("MlpPolicy", "SafePendulum-v0", multiplier_signal="cost_value", cost_gamma=1.0)
+    assert undiscounted._episode_cost_per_cost_value == 1.0
+    # An env without a time limit must be told T; the episode-cost signal does not need it.
+    with pytest.raises(ValueError, match="max_episode_steps"):
+        SACLag("MlpPolicy", GreedyActionEnv(), multiplier_signal="cost_value")
+    assert SACLag("MlpPolicy", GreedyActionEnv()).max_episode_steps is None
+    with pytest.raises(ValueError, match="multiplier_signal"):
+        SACLag("MlpPolicy", GreedyActionEnv(), multiplier_signal="q")
+
+
+def test_cost_value_signal_raises_lambda_and_meets_the_budget() -> None:
+    model = SACLag(
+        "MlpPolicy",
+        GreedyActionEnv(),
+        cost_limit=COST_LIMIT,
+        multiplier_signal="cost_value",
+        max_episode_steps=HORIZON,
+        lagrangian_kwargs={"lr": 0.02},
+        **FAST_KWARGS,
+    )
+    lambdas = LambdaRecorder()
+    model.learn(TRAIN_STEPS, callback=lambdas)
+    assert max(lam for _, lam in lambdas.history) > 1.0
+    assert deterministic_episode_cost(model) <= COST_LIMIT
+

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch as th
@@ -36,6 +36,7 @@ from sb3_safe.sac_lag.policies import (
 )
 
 SelfSACLag = TypeVar("SelfSACLag", bound="SACLag")
+MultiplierSignal = Literal["episode_cost", "cost_value"]
 
 
 def _check_continuous_action_space(action_space: spaces.Space | None) -> None:
@@ -89,6 +90,18 @@ class SACLag(SAC):
       0.035 (OmniSafe's per-epoch PPOLag rate) moves lambda by ~1 in ~30 episodes, i.e. within a
       few thousand steps on a short-episode task. The PID rule (``lagrangian_update="pid"``) uses
       the gains ``kp``, ``ki``, ``kd`` of ``lagrangian_kwargs`` instead.
+
+      ``multiplier_signal="cost_value"`` is the other common choice (the SAC-Lagrangian of OpenAI's
+      safety-starter-agents): one multiplier step per ``train()`` call, on the cost critic's estimate
+      instead of measured episodes. ``J_c`` is then the batch mean of ``max_i Q_c,i(s, pi(s))`` over
+      that call's gradient steps, scaled to an episode cost by ``T (1 - cost_gamma) / (1 - cost_gamma^T)``
+      (``T`` = ``max_episode_steps``), i.e. compared with the per-state budget
+      ``d (1 - cost_gamma^T) / (T (1 - cost_gamma))`` of safety-starter-agents, which treats the episode's
+      cost as spread evenly over its steps. Many more, smoother updates (one per env step with
+      ``train_freq=1``) at the price of that approximation and of the critic's bias: the pessimistic
+      (max) cost target and the replayed (off-policy) states bias the estimate upward, so this signal
+      is conservative -- lambda can keep rising after the measured episode cost is within the limit
+      (``docs/lagrangian.md``). Its step size is per ``train()`` call: give a small ``lr``.
     * **Replay buffer** -- :class:`~sb3_safe.common.replay_buffers.CostReplayBuffer` (or its dict
       variant), which stores ``info["cost"]`` per transition; an env without a valid cost raises
       :class:`~sb3_safe.common.cost.CostSignalError` naming the env.
@@ -132,6 +145,11 @@ class SACLag(SAC):
         see above), ``optimizer`` (``"adam"`` as OmniSafe, or ``"sgd"`` for textbook projected dual
         ascent), ``kp`` (0.1), ``ki`` (0.01), ``kd`` (0.01), ``d_delay`` (10: multiplier updates spanned by
         the PID derivative), ``ema_alpha`` (0.95), ``lambda_max`` (100: upper clip of lambda)
+    :param multiplier_signal: what the multiplier steps on: ``"episode_cost"`` (once per batch of newly finished
+        episodes, on their mean summed cost) or ``"cost_value"`` (once per ``train()`` call, on the cost critic's
+        estimate scaled to an episode cost; see above)
+    :param max_episode_steps: the episode length ``T`` of ``multiplier_signal="cost_value"`` (None: the env's
+        ``spec.max_episode_steps``); unused otherwise
     :param normalize_actor_loss: divide the actor loss by ``1 + lambda``
     :param use_sde: use generalised State-Dependent Exploration
     :param sde_sample_freq: sample a new gSDE noise matrix every n steps (-1: once per rollout)
@@ -181,6 +199,8 @@ class SACLag(SAC):
         cost_gamma: float | None = None,
         lagrangian_update: UpdateRule = "plain",
         lagrangian_kwargs: dict[str, Any] | None = None,
+        multiplier_signal: MultiplierSignal = "episode_cost",
+        max_episode_steps: int | None = None,
         normalize_actor_loss: bool = True,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
@@ -193,7 +213,7 @@ class SACLag(SAC):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        self._check_safety_arguments(cost_limit, cost_gamma, n_steps, replay_buffer_class)
+        self._check_safety_arguments(cost_limit, cost_gamma, n_steps, replay_buffer_class, multiplier_signal)
         _check_continuous_action_space(getattr(env, "action_space", None))
         try:
             super().__init__(
@@ -240,6 +260,8 @@ class SACLag(SAC):
         # SACLag's own default step size (see the class docstring), unless the user chose one.
         self.lagrangian_kwargs = {"lr": self.DEFAULT_LAGRANGIAN_LR, **(lagrangian_kwargs or {})}
         self.lagrange_multiplier = make_lagrange_multiplier(self.cost_limit, lagrangian_update, self.lagrangian_kwargs)
+        self.multiplier_signal = multiplier_signal
+        self.max_episode_steps = max_episode_steps
         self.safety_stats: SafetyStats | None = None
         # Summed costs of the episodes finished since the last multiplier update.
         self._unused_episode_costs: list[float] = []
@@ -249,9 +271,15 @@ class SACLag(SAC):
 
     @staticmethod
     def _check_safety_arguments(
-        cost_limit: float, cost_gamma: float | None, n_steps: int, replay_buffer_class: type[ReplayBuffer] | None
+        cost_limit: float,
+        cost_gamma: float | None,
+        n_steps: int,
+        replay_buffer_class: type[ReplayBuffer] | None,
+        multiplier_signal: str,
     ) -> None:
         validate_cost_limit(cost_limit)
+        if multiplier_signal not in ("episode_cost", "cost_value"):
+            raise ValueError(f"SACLag: multiplier_signal must be 'episode_cost' or 'cost_value', got {multiplier_signal!r}")
         if cost_gamma is not None and not 0.0 <= cost_gamma <= 1.0:
             raise ValueError(f"SACLag: cost_gamma must be in [0, 1], got {cost_gamma}")
         if n_steps != 1:
@@ -275,6 +303,27 @@ class SACLag(SAC):
         # On load the saved statistics are already in place (SB3 restores attributes before _setup_model).
         if self.safety_stats is None:
             self.safety_stats = SafetyStats(self.n_envs, self._stats_window_size, env_id)
+        if self.multiplier_signal == "cost_value" and self.max_episode_steps is None:
+            self.max_episode_steps = self._env_max_episode_steps(env_id)
+
+    def _env_max_episode_steps(self, env_id: str) -> int:
+        """The episode length T of the env's spec, needed to turn a cost value into an episode cost."""
+        specs = [] if self.env is None else self.env.get_attr("spec")
+        steps = getattr(specs[0], "max_episode_steps", None) if specs else None
+        if steps is None:
+            raise ValueError(
+                f"SACLag with multiplier_signal='cost_value' needs the episode length T to compare the cost "
+                f"critic with cost_limit, but {env_id} has no spec.max_episode_steps: pass max_episode_steps"
+            )
+        return int(steps)
+
+    @property
+    def _episode_cost_per_cost_value(self) -> float:
+        """``T (1 - cost_gamma) / (1 - cost_gamma^T)``: a state's discounted cost-to-go -> an episode cost."""
+        assert self.max_episode_steps is not None
+        if self.cost_gamma == 1.0:
+            return 1.0
+        return self.max_episode_steps * (1.0 - self.cost_gamma) / (1.0 - self.cost_gamma**self.max_episode_steps)
 
     @property
     def lagrange_value(self) -> float:
@@ -314,12 +363,17 @@ class SACLag(SAC):
         # The parent handles terminal observations and VecNormalize; the cost buffer reads info["cost"] in add().
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
-    def _update_lagrange_multiplier(self) -> None:
+    def _update_lagrange_multiplier_from_episodes(self) -> None:
         """One multiplier step on the mean cost of the episodes finished since the last step (if any)."""
         if not self._unused_episode_costs:
             return
         self.ep_cost_estimate = float(np.mean(self._unused_episode_costs))
         self._unused_episode_costs = []
+        self.lagrange_multiplier.update(self.ep_cost_estimate)
+
+    def _update_lagrange_multiplier_from_cost_value(self, cost_q_mean: float) -> None:
+        """One multiplier step on the cost critic's ``max_i Q_c,i(s, pi(s))`` batch mean, as an episode cost."""
+        self.ep_cost_estimate = cost_q_mean * self._episode_cost_per_cost_value
         self.lagrange_multiplier.update(self.ep_cost_estimate)
 
     def dump_logs(self) -> None:
@@ -362,7 +416,8 @@ class SACLag(SAC):
         # SAC.train() has no hook between its critic and actor updates, so it is re-written here with
         # the same structure and order (entropy coefficient, critics, actor, targets); the additions are
         # the cost critic targets and loss, the lambda term of the actor loss and the multiplier update.
-        self._update_lagrange_multiplier()
+        if self.multiplier_signal == "episode_cost":
+            self._update_lagrange_multiplier_from_episodes()
         lambda_value = self.lagrange_multiplier.value
         self.policy.set_training_mode(True)
         optimizers = [self.actor.optimizer, self.critic.optimizer]
@@ -430,6 +485,8 @@ class SACLag(SAC):
                 polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
 
         self._n_updates += gradient_steps
+        if self.multiplier_signal == "cost_value" and cost_q_means:
+            self._update_lagrange_multiplier_from_cost_value(float(np.mean(cost_q_means)))
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/ent_coef", np.mean(ent_coefs))
