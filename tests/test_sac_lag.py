@@ -458,10 +458,13 @@ def test_cost_value_signal_steps_lambda_once_per_train_call_on_the_scaled_cost_c
     assert model.ep_cost_estimate == steps[0]
 
 
-def test_cost_value_signal_scale_and_its_episode_length() -> None:
+def test_cost_value_signal_scale_and_its_episode_length(tmp_path: Any) -> None:
     model = SACLag("MlpPolicy", "SafePendulum-v0", multiplier_signal="cost_value", cost_gamma=0.99)
     assert model.max_episode_steps == 200  # from the registered spec
     assert model._episode_cost_per_cost_value == pytest.approx(200 * 0.01 / (1 - 0.99**200))
+    model.save(tmp_path / "cost_value.zip")
+    loaded = SACLag.load(tmp_path / "cost_value.zip")  # without an env: T comes from the file
+    assert (loaded.multiplier_signal, loaded.max_episode_steps) == ("cost_value", 200)
     undiscounted = SACLag("MlpPolicy", "SafePendulum-v0", multiplier_signal="cost_value", cost_gamma=1.0)
     assert undiscounted._episode_cost_per_cost_value == 1.0
     # An env without a time limit must be told T; the episode-cost signal does not need it.
