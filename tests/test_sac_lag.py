@@ -428,16 +428,21 @@ class ValueRecorder(KVWriter):
         self.values.update(key_values)
 
 
-def test_cost_value_signal_steps_lambda_once_per_train_call_on_the_scaled_cost_critic() -> None:
-    model = SACLag(
+def cost_value_sac_lag(**kwargs: Any) -> SACLag:
+    """SACLag on GreedyActionEnv with the cost-critic multiplier signal."""
+    return SACLag(
         "MlpPolicy",
         GreedyActionEnv(),
         cost_limit=COST_LIMIT,
         multiplier_signal="cost_value",
         max_episode_steps=HORIZON,
-        cost_gamma=0.9,
+        **kwargs,
         **FAST_KWARGS,
     )
+
+
+def test_cost_value_signal_steps_lambda_once_per_train_call_on_the_scaled_cost_critic() -> None:
+    model = cost_value_sac_lag(cost_gamma=0.9)
     recorder = ValueRecorder()
     model.set_logger(Logger(folder=None, output_formats=[recorder]))
     steps: list[float] = []
@@ -476,15 +481,7 @@ def test_cost_value_signal_scale_and_its_episode_length(tmp_path: Any) -> None:
 
 
 def test_cost_value_signal_raises_lambda_and_meets_the_budget() -> None:
-    model = SACLag(
-        "MlpPolicy",
-        GreedyActionEnv(),
-        cost_limit=COST_LIMIT,
-        multiplier_signal="cost_value",
-        max_episode_steps=HORIZON,
-        lagrangian_kwargs={"lr": 0.02},
-        **FAST_KWARGS,
-    )
+    model = cost_value_sac_lag(lagrangian_kwargs={"lr": 0.02})
     lambdas = LambdaRecorder()
     model.learn(TRAIN_STEPS, callback=lambdas)
     assert max(lam for _, lam in lambdas.history) > 1.0
