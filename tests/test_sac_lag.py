@@ -452,6 +452,7 @@ def test_cost_value_signal_steps_lambda_once_per_train_call_on_the_scaled_cost_c
     # Learning starts at step 100 and trains every 2 steps with one gradient step: 25 train() calls,
     # each followed by one multiplier step (no waiting for finished episodes).
     assert len(steps) == model._n_updates == 25
+    assert model._unused_episode_costs == []  # finished episodes are not kept for a signal that never reads them
     factor = HORIZON * (1 - 0.9) / (1 - 0.9**HORIZON)
     assert model._episode_cost_per_cost_value == pytest.approx(factor)
     # One call of several gradient steps: one multiplier step, on that call's mean cost critic estimate

@@ -359,7 +359,8 @@ class SACLag(SAC):
         # Read (and validate) the costs before anything is stored: a missing cost raises CostSignalError.
         assert self.safety_stats is not None
         self.safety_stats.update(infos, dones)
-        self._unused_episode_costs.extend(self.safety_stats.finished_costs)
+        if self.multiplier_signal == "episode_cost":  # the only reader, which also empties the list
+            self._unused_episode_costs.extend(self.safety_stats.finished_costs)
         # The parent handles terminal observations and VecNormalize; the cost buffer reads info["cost"] in add().
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
