@@ -12,6 +12,11 @@ Example (a smoke run)::
 
     python benchmarks/guss.py --episodes 3 --seeds 0 1 2 --model-epochs 20 --out /tmp/guss_bench
 
+Runs split over cores (e.g. one seed per process) are combined afterwards, without training, by
+``--merge DIR [DIR ...] --out DIR`` (same JSON, PNG and table over all the runs)::
+
+    python benchmarks/guss.py --merge /tmp/guss_s0 /tmp/guss_s1 --out /tmp/guss_merged
+
 The paper's MRCP thresholds τ did not survive in the appendix text; the defaults below
 (per-step mean reward) are ours and can be changed with ``--thresholds``.
 """
@@ -38,6 +43,9 @@ ENVS = ("SafePendulum-v0", "SafeAcrobot-v0")
 DEFAULT_THRESHOLDS = {"SafePendulum-v0": -1.0, "SafeAcrobot-v0": 1.5}
 HYPERPARAMS_DIR = Path(__file__).resolve().parents[1] / "hyperparams"
 ZOO_ONLY_KEYS = ("n_timesteps", "policy", "n_envs")
+SUMMARY_KEYS = ("mar", "mrcp", "p_unsafe", "transient_p_unsafe")
+Results = dict[str, dict[str, list[dict[str, Any]]]]
+"""env id -> algorithm -> one record per seed (curves, metrics, speeds)."""
 
 
 def algo_kwargs(algo: str, env_id: str, model_epochs: int | None) -> dict[str, Any]:
@@ -82,6 +90,7 @@ def run_one(
     log = TrainingLog.from_records(model.training_log)
     wall_speed, cpu_speed = planning_speed(model, speed_steps)
     return {
+        "seed": seed,
         "returns": log.returns.tolist(),
         "p_unsafe": log.p_unsafe.tolist(),
         "mean_rewards": log.mean_rewards.tolist(),
@@ -92,7 +101,7 @@ def run_one(
     }
 
 
-def plot(results: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> None:
+def plot(results: Results, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,54 +126,52 @@ def plot(results: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> Non
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=ENVS)
-    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--episodes", type=int, default=10, help="training episodes (epochs) per run")
-    parser.add_argument("--model-epochs", type=int, default=None, help="override the model epochs per refit (300)")
-    parser.add_argument("--speed-steps", type=int, default=20, help="control steps timed after training")
-    parser.add_argument("--thresholds", nargs="+", type=float, default=None, help="MRCP tau per env, in --envs order")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (tiny networks: 1 is fastest)")
-    parser.add_argument("--out", type=Path, default=Path("guss_benchmark"))
-    args = parser.parse_args()
-    if args.episodes < 2:
-        parser.error("--episodes must be >= 2 (the first episode is random)")
-    thresholds = DEFAULT_THRESHOLDS if args.thresholds is None else dict(zip(args.envs, args.thresholds, strict=True))
-    th.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    summary: dict[str, dict[str, dict[str, float]]] = {}
-    for env_id in args.envs:
-        results[env_id], summary[env_id] = {}, {}
-        for algo in args.algos:
-            runs = []
-            for seed in args.seeds:
-                run = run_one(env_id, algo, seed, args.episodes, args.model_epochs, args.speed_steps)
-                run["metrics"] = summarize(run.pop("log"), thresholds[env_id])
-                runs.append(run)
-                print(f"{env_id} {algo} seed {seed}: {run['metrics']} steps/s {run['steps_per_s']:.1f}", flush=True)
-            results[env_id][algo] = runs
-            keys = ("mar", "mrcp", "p_unsafe", "transient_p_unsafe")
+def summarise(results: Results) -> dict[str, dict[str, Any]]:
+    """Per env and algorithm: the mean over seeds of the metrics and speeds, the per-seed values,
+    and the GuSS / CEM time per control step where both ran."""
+    summary: dict[str, dict[str, Any]] = {}
+    for env_id, per_algo in results.items():
+        summary[env_id] = {}
+        for algo, runs in per_algo.items():
             # Mean over seeds; MRCP is inf when a seed never reached the threshold.
-            summary[env_id][algo] = {key: float(np.mean([run["metrics"][key] for run in runs])) for key in keys}
+            row: dict[str, Any] = {key: float(np.mean([run["metrics"][key] for run in runs])) for key in SUMMARY_KEYS}
             for key in ("steps_per_s", "steps_per_cpu_s"):
-                summary[env_id][algo][key] = float(np.mean([run[key] for run in runs]))
+                row[key] = float(np.mean([run[key] for run in runs]))
+            row["per_seed_mar"] = [run["metrics"]["mar"] for run in runs]
+            row["per_seed_p_unsafe"] = [run["metrics"]["p_unsafe"] for run in runs]
+            summary[env_id][algo] = row
         if "guss" in summary[env_id] and "cem" in summary[env_id]:
             # Time per control step ratio = inverse ratio of the speeds.
+            guss, cem = summary[env_id]["guss"], summary[env_id]["cem"]
             summary[env_id]["guss_over_cem_time_per_step"] = {
-                "ratio": summary[env_id]["cem"]["steps_per_s"] / summary[env_id]["guss"]["steps_per_s"],
-                "cpu_ratio": summary[env_id]["cem"]["steps_per_cpu_s"] / summary[env_id]["guss"]["steps_per_cpu_s"],
+                "ratio": cem["steps_per_s"] / guss["steps_per_s"],
+                "cpu_ratio": cem["steps_per_cpu_s"] / guss["steps_per_cpu_s"],
             }
+    return summary
 
-    (args.out / "guss_benchmark.json").write_text(
-        json.dumps(
-            {"config": {k: str(v) for k, v in vars(args).items()}, "summary": summary, "runs": results}, indent=1
-        )
-    )
-    plot(results, args.out / "guss_benchmark.png")
+
+def merge_outputs(directories: list[Path]) -> tuple[Results, list[dict[str, str]]]:
+    """The runs of several earlier outputs of this script (e.g. one per seed, run on different cores),
+    combined per env and algorithm, and their configs.
+
+    :raises ValueError: if the outputs trained for different numbers of episodes or model epochs
+    """
+    results: Results = {}
+    configs = []
+    for directory in directories:
+        saved = json.loads((directory / "guss_benchmark.json").read_text())
+        configs.extend(saved["config"] if isinstance(saved["config"], list) else [saved["config"]])
+        for env_id, per_algo in saved["runs"].items():
+            for algo, runs in per_algo.items():
+                results.setdefault(env_id, {}).setdefault(algo, []).extend(runs)
+    for key in ("episodes", "model_epochs"):
+        values = {config[key] for config in configs}
+        if len(values) > 1:
+            raise ValueError(f"cannot merge outputs trained with different --{key.replace('_', '-')}: {sorted(values)}")
+    return results, configs
+
+
+def print_table(summary: dict[str, dict[str, Any]]) -> None:
     header = f"{'env':<17} {'algo':<5} {'MAR':>8} {'MRCP':>8} {'p(unsafe)%':>11} {'transient%':>11}"
     print(f"\n{header} {'steps/s':>8} {'steps/cpu-s':>12}")
     for env_id, per_algo in summary.items():
@@ -177,7 +184,61 @@ def main() -> None:
                 f"{env_id:<17} {algo:<5} {row['mar']:>8.3f} {row['mrcp']:>8.0f} {row['p_unsafe']:>11.2f} "
                 f"{row['transient_p_unsafe']:>11.2f} {row['steps_per_s']:>8.1f} {row['steps_per_cpu_s']:>12.1f}"
             )
-    print(f"\nwrote {args.out / 'guss_benchmark.json'} and {args.out / 'guss_benchmark.png'}")
+
+
+def write_outputs(out: Path, config: Any, results: Results) -> dict[str, dict[str, Any]]:
+    """Write ``guss_benchmark.json`` and ``.png`` into ``out``, print the table; return the summary."""
+    summary = summarise(results)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "guss_benchmark.json").write_text(
+        json.dumps({"config": config, "summary": summary, "runs": results}, indent=1)
+    )
+    plot(results, out / "guss_benchmark.png")
+    print_table(summary)
+    print(f"\nwrote {out / 'guss_benchmark.json'} and {out / 'guss_benchmark.png'}")
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=ENVS)
+    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--episodes", type=int, default=10, help="training episodes (epochs) per run")
+    parser.add_argument("--model-epochs", type=int, default=None, help="override the model epochs per refit (300)")
+    parser.add_argument("--speed-steps", type=int, default=20, help="control steps timed after training")
+    parser.add_argument("--thresholds", nargs="+", type=float, default=None, help="MRCP tau per env, in --envs order")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (tiny networks: 1 is fastest)")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="train nothing: combine the outputs in these folders (e.g. one per seed) into --out",
+    )
+    parser.add_argument("--out", type=Path, default=Path("guss_benchmark"))
+    args = parser.parse_args()
+    if args.merge is not None:
+        results, configs = merge_outputs(args.merge)
+        write_outputs(args.out, configs, results)
+        return
+    if args.episodes < 2:
+        parser.error("--episodes must be >= 2 (the first episode is random)")
+    thresholds = DEFAULT_THRESHOLDS if args.thresholds is None else dict(zip(args.envs, args.thresholds, strict=True))
+    th.set_num_threads(args.threads)
+
+    results: Results = {}
+    for env_id in args.envs:
+        results[env_id] = {}
+        for algo in args.algos:
+            runs = []
+            for seed in args.seeds:
+                run = run_one(env_id, algo, seed, args.episodes, args.model_epochs, args.speed_steps)
+                run["metrics"] = summarize(run.pop("log"), thresholds[env_id])
+                runs.append(run)
+                print(f"{env_id} {algo} seed {seed}: {run['metrics']} steps/s {run['steps_per_s']:.1f}", flush=True)
+            results[env_id][algo] = runs
+    write_outputs(args.out, {k: str(v) for k, v in vars(args).items()}, results)
 
 
 if __name__ == "__main__":
