@@ -254,21 +254,31 @@ def zoo_entry_name(algo: str, env_id: str) -> str:
     raise ValueError(f"{path} has no entry for {env_id} and no 'default' entry")
 
 
-def zoo_manager(algo: str, env_id: str, seed: int, timesteps: int, cost_limit: float | None) -> ExperimentManager:
+def zoo_manager(
+    algo: str,
+    env_id: str,
+    seed: int,
+    timesteps: int,
+    cost_limit: float | None,
+    extra_hyperparams: dict[str, Any] | None = None,
+) -> ExperimentManager:
     """rl_zoo3's experiment manager for one run, reading sb3-safe's zoo file of the pair.
 
     ``timesteps = 0`` keeps the YAML's ``n_timesteps``. Nothing is written to disk: the envs are made
-    with ``no_log=True`` and the manager's log folder is never created.
+    with ``no_log=True`` and the manager's log folder is never created. ``extra_hyperparams``
+    overrides entries of the YAML as the zoo's ``-params`` does (e.g. an ``env_wrapper``).
     """
     info = ALGOS[algo]
-    override = {"cost_limit": cost_limit} if info.constrained and cost_limit is not None else None
+    override = dict(extra_hyperparams or {})
+    if info.constrained and cost_limit is not None:
+        override["cost_limit"] = cost_limit
     return ExperimentManager(
         argparse.Namespace(),
         algo,
         env_id,
         log_folder=os.devnull,
         n_timesteps=timesteps,
-        hyperparams=override,
+        hyperparams=override or None,
         seed=seed,
         verbose=0,
         device="cpu",
@@ -314,13 +324,16 @@ def without_cost_value_head(hyperparams: dict[str, Any]) -> dict[str, Any]:
     return {**stripped, "policy_kwargs": parent_kwargs} if parent_kwargs else stripped
 
 
-def build_model(spec: RunSpec) -> tuple[BaseAlgorithm, ExperimentManager, list[BaseCallback]]:
+def build_model(
+    spec: RunSpec, extra_hyperparams: dict[str, Any] | None = None
+) -> tuple[BaseAlgorithm, ExperimentManager, list[BaseCallback]]:
     """The model of one run, built by the same steps as rl_zoo3's ``ExperimentManager.setup_experiment``.
 
+    :param extra_hyperparams: overrides of the YAML entry (see :func:`zoo_manager`)
     :return: the model (its env made by the zoo), the manager (to make the evaluation env) and the
         callbacks that the zoo entry asks for
     """
-    manager = zoo_manager(spec.algo, spec.env_id, spec.seed, spec.timesteps, spec.cost_limit)
+    manager = zoo_manager(spec.algo, spec.env_id, spec.seed, spec.timesteps, spec.cost_limit, extra_hyperparams)
     hyperparams = read_zoo_settings(manager, spec.algo)
     saved_hyperparams = dict(sorted(hyperparams.items()))
     with redirect_stdout(io.StringIO()):
