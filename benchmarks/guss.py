@@ -48,8 +48,24 @@ Results = dict[str, dict[str, list[dict[str, Any]]]]
 """env id -> algorithm -> one record per seed (curves, metrics, speeds)."""
 
 
-def algo_kwargs(algo: str, env_id: str, model_epochs: int | None) -> dict[str, Any]:
-    """The constructor arguments of ``hyperparams/<algo>.yml`` for ``env_id``."""
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as a dict, each value read as YAML (``n_warm_start=1`` gives an int).
+
+    :raises ValueError: on a pair without ``=``
+    """
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--params takes KEY=VALUE pairs, got {pair!r}")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def algo_kwargs(
+    algo: str, env_id: str, model_epochs: int | None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The constructor arguments of ``hyperparams/<algo>.yml`` for ``env_id``, updated by ``overrides``."""
     entry = dict(yaml.safe_load((HYPERPARAMS_DIR / f"{algo}.yml").read_text())[env_id])
     for key in ZOO_ONLY_KEYS:
         entry.pop(key, None)
@@ -57,6 +73,7 @@ def algo_kwargs(algo: str, env_id: str, model_epochs: int | None) -> dict[str, A
         entry["policy_kwargs"] = eval(entry["policy_kwargs"])  # the zoo's convention for dict strings
     if model_epochs is not None:
         entry["model_epochs"] = model_epochs
+    entry.update(overrides or {})
     return entry
 
 
@@ -80,9 +97,16 @@ def planning_speed(model: ShootingAlgorithm, n_steps: int) -> tuple[float, float
 
 
 def run_one(
-    env_id: str, algo: str, seed: int, episodes: int, model_epochs: int | None, speed_steps: int
+    env_id: str,
+    algo: str,
+    seed: int,
+    episodes: int,
+    model_epochs: int | None,
+    speed_steps: int,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    model = ALGOS[algo]("MlpPolicy", env_id, seed=seed, **algo_kwargs(algo, env_id, model_epochs))
+    kwargs = algo_kwargs(algo, env_id, model_epochs, overrides)
+    model = ALGOS[algo]("MlpPolicy", env_id, seed=seed, **kwargs)
     episode_length = 200
     start = time.perf_counter()
     model.learn(episodes * episode_length)
@@ -210,6 +234,13 @@ def main() -> None:
     parser.add_argument("--thresholds", nargs="+", type=float, default=None, help="MRCP tau per env, in --envs order")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (tiny networks: 1 is fastest)")
     parser.add_argument(
+        "--params",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="constructor arguments overriding the YAML's for every algorithm in --algos (e.g. n_warm_start=1)",
+    )
+    parser.add_argument(
         "--merge",
         nargs="+",
         type=Path,
@@ -226,6 +257,10 @@ def main() -> None:
         parser.error("--episodes must be >= 2 (the first episode is random)")
     thresholds = DEFAULT_THRESHOLDS if args.thresholds is None else dict(zip(args.envs, args.thresholds, strict=True))
     th.set_num_threads(args.threads)
+    try:
+        overrides = parse_overrides(args.params)
+    except ValueError as error:
+        parser.error(str(error))
 
     results: Results = {}
     for env_id in args.envs:
@@ -233,7 +268,7 @@ def main() -> None:
         for algo in args.algos:
             runs = []
             for seed in args.seeds:
-                run = run_one(env_id, algo, seed, args.episodes, args.model_epochs, args.speed_steps)
+                run = run_one(env_id, algo, seed, args.episodes, args.model_epochs, args.speed_steps, overrides)
                 run["metrics"] = summarize(run.pop("log"), thresholds[env_id])
                 runs.append(run)
                 print(f"{env_id} {algo} seed {seed}: {run['metrics']} steps/s {run['steps_per_s']:.1f}", flush=True)

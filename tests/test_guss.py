@@ -166,6 +166,37 @@ def test_guss_offspring_are_random_when_no_elite_is_safe() -> None:
     assert np.abs(children - 7.0).max() < 0.5  # a mutant (sigma 0.05) of the single safe elite
 
 
+def test_guss_warm_start_carries_the_best_elites_into_the_next_step_until_reset() -> None:
+    evaluator = RolloutEvaluator(ExactPointModel(), horizon=10, cost_fn=in_hazard)
+    policies = BatchedMLPPolicies(OBS, BOX, [5])
+    planner = GuSSPlanner(
+        evaluator, BOX, policies, final_position, [-3, -3], [3, 3], grid_size=50, n_warm_start=2, seed=0
+    )
+    first_generations: list[np.ndarray] = []
+    evaluate = evaluator.evaluate_policies
+
+    def recording_evaluate(observation: np.ndarray, batch: Any, params: np.ndarray) -> Any:
+        if len(params) == planner.n_initial_policies:
+            first_generations.append(params.copy())
+        return evaluate(observation, batch, params)
+
+    evaluator.evaluate_policies = recording_evaluate  # type: ignore[method-assign]
+    planner.plan(np.zeros(2, np.float32))
+    ranked = lexicographic_order(planner.archive.costs, planner.archive.returns)
+    best_two = planner.archive.params[ranked[:2]].copy()
+    planner.plan(np.array([0.1, 0.0], np.float32))
+    assert len(first_generations) == 2
+    np.testing.assert_array_equal(first_generations[1][:2], best_two)  # same count: 2 elites + 23 random
+    assert not np.isin(first_generations[1][2:], best_two).all(axis=1).any()
+    carried = planner.carried_over.copy()
+    assert len(carried) == 2
+    planner.reset()
+    planner.plan(np.zeros(2, np.float32))
+    assert not np.isin(first_generations[2], carried).all(axis=1).any()
+    with pytest.raises(ValueError, match="n_warm_start"):
+        GuSSPlanner(evaluator, BOX, policies, final_position, [-3, -3], [3, 3], n_warm_start=26)
+
+
 def test_rcem_elite_rule() -> None:
     costs = np.array([3.0, 0.0, 1.0, 0.0, 2.0, 1.0])
     returns = np.array([9.0, 1.0, 5.0, 2.0, 8.0, 4.0])

@@ -710,6 +710,8 @@ class GuSS(ShootingAlgorithm):
         env's default (SafePendulum-v0, SafeAcrobot-v0)
     :param descriptor_bounds: (lower, upper) descriptor bounds; needed with a callable
     :param cost_tolerance: predicted cost counted as zero (for learned cost heads)
+    :param n_warm_start: best elites of a control step that seed the next step's first generation in
+        place of as many random policies (beyond the paper, which starts from random policies: 0)
     :param learning_rate: Adam learning rate of the model (1e-3 in the paper)
     :param horizon: planning horizon (10 for the classic envs)
     :param model_epochs: model epochs per refit (300 in the paper)
@@ -746,6 +748,7 @@ class GuSS(ShootingAlgorithm):
         descriptor: str | DescriptorFunction | None = None,
         descriptor_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
         cost_tolerance: float = 0.0,
+        n_warm_start: int = 0,
         learning_rate: float | Schedule = 1e-3,
         horizon: int = 10,
         model_epochs: int = 300,
@@ -773,6 +776,7 @@ class GuSS(ShootingAlgorithm):
         self.descriptor = descriptor
         self.descriptor_bounds = descriptor_bounds
         self.cost_tolerance = float(cost_tolerance)
+        self.n_warm_start = int(n_warm_start)
         super().__init__(
             policy,
             env,
@@ -833,6 +837,7 @@ class GuSS(ShootingAlgorithm):
             n_policies_per_generation=self.n_policies_per_generation,
             mutation_sigma=self.mutation_sigma,
             cost_tolerance=self.cost_tolerance,
+            n_warm_start=self.n_warm_start,
             seed=self.seed,
         )
 

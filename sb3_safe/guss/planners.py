@@ -360,6 +360,13 @@ class GuSSPlanner(ShootingPlanner):
     rollout and adds them to the grid archive, until ``n_policies`` policies have been evaluated.
     The executed action is the first action of the best elite (lowest cost, then highest return).
 
+    ``n_warm_start`` (beyond the paper, whose planner starts every control step from random
+    policies): the best ``n_warm_start`` elites of the previous control step take the place of as
+    many random policies in the next step's first generation, so the number of evaluations is
+    unchanged. The policies are closed-loop, so yesterday's plan is still a plan from today's
+    state without shifting (CEM's warm start shifts its open-loop mean instead). :meth:`reset`
+    forgets them at an episode start.
+
     :param evaluator: batched model rollouts over the planning horizon
     :param action_space: Box (bounded) or Discrete action space
     :param policies: the policy architecture (:class:`BatchedMLPPolicies`)
@@ -373,6 +380,7 @@ class GuSSPlanner(ShootingPlanner):
     :param mutation_sigma: standard deviation of the Gaussian mutation (0.05)
     :param cost_tolerance: a policy with predicted cost <= this counts as zero-cost (use a small
         positive value with a learned, continuous cost head)
+    :param n_warm_start: elites carried over to the next control step (0: the paper's planner)
     :param seed: seed of the planner's random generator
     """
 
@@ -390,6 +398,7 @@ class GuSSPlanner(ShootingPlanner):
         n_policies_per_generation: int = 5,
         mutation_sigma: float = 0.05,
         cost_tolerance: float = 0.0,
+        n_warm_start: int = 0,
         seed: int | None = None,
     ) -> None:
         super().__init__(evaluator, action_space, seed)
@@ -399,6 +408,10 @@ class GuSSPlanner(ShootingPlanner):
             )
         if n_policies_per_generation < 1 or mutation_sigma < 0:
             raise ValueError("GuSS needs n_policies_per_generation >= 1 and mutation_sigma >= 0")
+        if not 0 <= n_warm_start <= n_initial_policies:
+            raise ValueError(
+                f"GuSS needs 0 <= n_warm_start <= n_initial_policies, got {n_warm_start} and {n_initial_policies}"
+            )
         n_descriptors = len(descriptor_low)
         sizes = [int(grid_size)] * n_descriptors if isinstance(grid_size, (int, np.integer)) else list(grid_size)
         self.policies = policies
@@ -409,6 +422,11 @@ class GuSSPlanner(ShootingPlanner):
         self.n_policies_per_generation = int(n_policies_per_generation)
         self.mutation_sigma = float(mutation_sigma)
         self.cost_tolerance = float(cost_tolerance)
+        self.n_warm_start = int(n_warm_start)
+        self.reset()
+
+    def reset(self) -> None:
+        self.carried_over = np.empty((0, self.policies.n_params), dtype=np.float32)
 
     def random_policies(self, n: int) -> np.ndarray:
         """``n`` random parameter vectors, shape (n, n_params)."""
@@ -430,7 +448,10 @@ class GuSSPlanner(ShootingPlanner):
 
     def plan(self, observation: np.ndarray) -> np.ndarray:
         self.archive.clear()
-        self._evaluate_and_store(observation, self.random_policies(self.n_initial_policies))
+        initial = np.concatenate(
+            [self.carried_over, self.random_policies(self.n_initial_policies - len(self.carried_over))]
+        )
+        self._evaluate_and_store(observation, initial)
         evaluated = self.n_initial_policies
         while evaluated < self.n_policies:
             n = min(self.n_policies_per_generation, self.n_policies - evaluated)
@@ -443,5 +464,7 @@ class GuSSPlanner(ShootingPlanner):
             "n_evaluated": evaluated,
             "archive_size": len(self.archive),
         }
+        ranked = lexicographic_order(self.archive.costs, self.archive.returns)
+        self.carried_over = self.archive.params[ranked[: self.n_warm_start]].copy()
         params = self.archive.params[best : best + 1]
         return self.policies.act(params, np.asarray(observation, dtype=np.float32).reshape(1, -1))[0]
