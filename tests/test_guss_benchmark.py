@@ -59,3 +59,12 @@ def test_outputs_of_different_budgets_are_not_merged(tmp_path: Path) -> None:
     ]
     with pytest.raises(ValueError, match="different --episodes"):
         guss_benchmark.merge_outputs(folders)
+
+
+def test_params_override_the_yaml_with_typed_values() -> None:
+    overrides = guss_benchmark.parse_overrides(["n_warm_start=5", "mutation_sigma=0.1"])
+    assert overrides == {"n_warm_start": 5, "mutation_sigma": 0.1}
+    kwargs = guss_benchmark.algo_kwargs("guss", "SafePendulum-v0", model_epochs=7, overrides={"n_warm_start": 0})
+    assert kwargs["n_warm_start"] == 0 and kwargs["model_epochs"] == 7 and kwargs["n_policies"] == 100
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        guss_benchmark.parse_overrides(["n_warm_start"])
