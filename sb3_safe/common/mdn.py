@@ -318,6 +318,17 @@ class MDNDynamicsModel(nn.Module):
         self._predictor = None
         self._numpy_stats = None
 
+    def numpy_snapshot(self) -> tuple[NumpyMDNPredictor, tuple[np.ndarray, ...]]:
+        """The cached NumPy copy of the network and of the normalisers (input mean and std, target
+        mean and std), rebuilt after fits and state-dict loads."""
+        if self._predictor is None or self._numpy_stats is None:
+            self._predictor = NumpyMDNPredictor(self.network)
+            self._numpy_stats = tuple(
+                buffer.detach().cpu().numpy().copy()
+                for buffer in (self.input_mean, self.input_std, self.target_mean, self.target_std)
+            )
+        return self._predictor, self._numpy_stats
+
     def numpy_step(
         self, observations: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -329,19 +340,13 @@ class MDNDynamicsModel(nn.Module):
         :param actions: shape (batch, action_dim), or (batch,) indices for discrete actions
         :return: next observations, rewards (batch,), and costs (batch,) or None
         """
-        if self._predictor is None or self._numpy_stats is None:
-            self._predictor = NumpyMDNPredictor(self.network)
-            self._numpy_stats = tuple(
-                buffer.detach().cpu().numpy().copy()
-                for buffer in (self.input_mean, self.input_std, self.target_mean, self.target_std)
-            )
-        input_mean, input_std, target_mean, target_std = self._numpy_stats
+        predictor, (input_mean, input_std, target_mean, target_std) = self.numpy_snapshot()
         if self.discrete_actions:
             encoded = np.eye(self.action_dim, dtype=np.float32)[np.asarray(actions, dtype=np.int64).reshape(-1)]
         else:
             encoded = np.asarray(actions, dtype=np.float32).reshape(len(observations), self.action_dim)
         raw = np.concatenate([np.asarray(observations, dtype=np.float32), encoded], axis=1)
-        outputs = self._predictor.predict((raw - input_mean) / input_std) * target_std + target_mean
+        outputs = predictor.predict((raw - input_mean) / input_std) * target_std + target_mean
         next_observations = observations + outputs[:, : self.observation_dim]
         rewards = outputs[:, self.observation_dim]
         costs = np.maximum(outputs[:, self.observation_dim + 1], 0.0) if self.predict_cost else None

@@ -12,7 +12,9 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
 from sb3_safe.common.mdn import MDNDynamicsModel
+from sb3_safe.guss.compiled import PackedMDN, can_compile, pack, rollout_policies, rollout_sequences
 from sb3_safe.guss.planners import ShootingPlanner
+from sb3_safe.guss.rollout import BatchedMLPPolicies
 
 
 class PlanningPolicy(BasePolicy):
@@ -141,17 +143,58 @@ class PlanningPolicy(BasePolicy):
 
 
 class NumpyDynamics:
-    """Adapter giving an :class:`~sb3_safe.common.mdn.MDNDynamicsModel` the planners' NumPy ``step``.
+    """Adapter giving an :class:`~sb3_safe.common.mdn.MDNDynamicsModel` the planners' NumPy interface.
+
+    ``step`` is one batched model step; when the model's architecture allows it
+    (:func:`~sb3_safe.guss.compiled.can_compile`) whole rollouts also run as compiled kernels
+    (:mod:`sb3_safe.guss.compiled`), which :class:`~sb3_safe.guss.rollout.RolloutEvaluator` prefers.
 
     :param model: the learned model (its NumPy copy is refreshed automatically after fits/loads)
+    :param compiled: use the compiled rollouts where the model allows them
     """
 
-    def __init__(self, model: MDNDynamicsModel) -> None:
+    def __init__(self, model: MDNDynamicsModel, compiled: bool = True) -> None:
         self.model = model
+        self.supports_rollouts = bool(compiled) and can_compile(model)
+        self._packed: PackedMDN | None = None
+        self._packed_from: object = None
 
     def step(self, observations: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """One deterministic model step for a batch (see ``MDNDynamicsModel.numpy_step``)."""
         return self.model.numpy_step(observations, actions)
+
+    def _packed_model(self) -> PackedMDN:
+        predictor, _ = self.model.numpy_snapshot()
+        if self._packed is None or predictor is not self._packed_from:
+            self._packed, self._packed_from = pack(self.model), predictor
+        return self._packed
+
+    def rollout_sequences(
+        self, start: np.ndarray, action_sequences: np.ndarray, horizon: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Whole rollouts of open-loop sequences: predicted observations (n, H + 1, obs_dim), summed
+        rewards (n,) and summed model costs (n,) or None without a cost head."""
+        actions = action_sequences[:, :horizon]
+        if self.model.discrete_actions:
+            actions = np.eye(self.model.action_dim, dtype=np.float32)[np.asarray(actions, dtype=np.int64)]
+        trajectory, returns, costs = rollout_sequences(self._packed_model(), start, actions)
+        return trajectory, returns, costs if self.model.predict_cost else None
+
+    def rollout_policies(
+        self, start: np.ndarray, policies: BatchedMLPPolicies, params: np.ndarray, horizon: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+        """Whole rollouts of closed-loop policies: as :meth:`rollout_sequences`, plus the first actions."""
+        trajectory, returns, costs, first_actions = rollout_policies(
+            self._packed_model(),
+            start,
+            params,
+            np.asarray(policies.sizes),
+            policies.obs_scale,
+            policies.low,
+            policies.high,
+            horizon,
+        )
+        return trajectory, returns, costs if self.model.predict_cost else None, first_actions
 
 
 MlpPolicy = PlanningPolicy

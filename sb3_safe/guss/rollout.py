@@ -141,6 +141,11 @@ class RolloutEvaluator:
     otherwise from ``cost_fn`` (the env's batched safety predicate, True counted as cost 1)
     applied to each predicted next observation.
 
+    A model with ``supports_rollouts = True`` (:class:`~sb3_safe.guss.policies.NumpyDynamics` of a
+    learned MDN) also provides ``rollout_sequences`` and ``rollout_policies``, compiled whole-horizon
+    rollouts, which are used instead of one Python step per time step; costs from ``cost_fn`` are
+    then applied to the whole predicted trajectory at once.
+
     :param model: the dynamics model (see :class:`DynamicsModel`)
     :param horizon: planning horizon in model steps
     :param cost_fn: batched predicate/cost on observations, or None to use the model's cost head
@@ -187,6 +192,13 @@ class RolloutEvaluator:
         assert first_actions is not None
         return RolloutResult(returns, costs, np.stack(trajectory, axis=1), first_actions)
 
+    def _trajectory_costs(self, trajectory: np.ndarray, model_costs: np.ndarray | None) -> np.ndarray:
+        """Summed costs of whole predicted trajectories (the cost of each predicted next observation)."""
+        n, length, obs_dim = trajectory.shape
+        if self.cost_fn is None:
+            return self._step_costs(trajectory[:, -1], model_costs)  # the model's own sums, checked
+        return self._step_costs(trajectory[:, 1:].reshape(-1, obs_dim), None).reshape(n, length - 1).sum(axis=1)
+
     def evaluate_sequences(self, start: np.ndarray, action_sequences: np.ndarray) -> RolloutResult:
         """Score open-loop action sequences from one start observation.
 
@@ -196,6 +208,10 @@ class RolloutEvaluator:
         """
         if action_sequences.shape[1] < self.horizon:
             raise ValueError(f"action sequences of length {action_sequences.shape[1]} < horizon {self.horizon}")
+        if getattr(self.model, "supports_rollouts", False):
+            trajectory, returns, model_costs = self.model.rollout_sequences(start, action_sequences, self.horizon)
+            costs = self._trajectory_costs(trajectory, model_costs)
+            return RolloutResult(returns, costs, trajectory, action_sequences[:, 0])
         return self._rollout(start, action_sequences.shape[0], lambda t, _obs: action_sequences[:, t])
 
     def evaluate_policies(self, start: np.ndarray, policies: BatchedMLPPolicies, params: np.ndarray) -> RolloutResult:
@@ -206,6 +222,11 @@ class RolloutEvaluator:
         :param params: flat parameters, shape (n, n_params)
         :return: the candidates' returns, costs and predicted trajectories
         """
+        if getattr(self.model, "supports_rollouts", False):
+            trajectory, returns, model_costs, first_actions = self.model.rollout_policies(
+                start, policies, params, self.horizon
+            )
+            return RolloutResult(returns, self._trajectory_costs(trajectory, model_costs), trajectory, first_actions)
         layers = policies.unpack(params)
         return self._rollout(start, params.shape[0], lambda _t, obs: policies.act_unpacked(layers, obs))
 
