@@ -104,8 +104,11 @@ class SafePendulumEnv(PendulumEnv):
         :return: bool array of shape ``obs.shape[:-1]`` (a 0-d array for one observation)
         """
         batch = observation_batch(obs, 3, f"{type(self).__name__}.is_unsafe")
+        # arctan2 is already in [-π, π] (NaN for NaN inputs, which compare False): no wrapping
+        # needed, which matters because planners call this for every candidate batch.
         theta = np.arctan2(batch[..., 1], batch[..., 0])
-        return self.angle_is_unsafe(theta) | ~np.isfinite(batch).all(axis=-1)
+        low, high = np.deg2rad(self.UNSAFE_ANGLE_RANGE_DEG)
+        return ((theta >= low) & (theta <= high)) | ~np.isfinite(batch).all(axis=-1)
 
 
 class SafeAcrobotEnv(AcrobotEnv):
