@@ -260,6 +260,23 @@ def test_discrete_planners_return_valid_actions() -> None:
         assert action.shape == () and 0 <= int(action) < 3
 
 
+def test_cem_warm_start_shifts_the_gaussian_and_restarts_categoricals_from_uniform() -> None:
+    continuous = CEMPlanner(RolloutEvaluator(ExactPointModel(), 10, cost_fn=in_hazard), BOX, 20, 10, 5, seed=0)
+    continuous.plan(np.zeros(2, np.float32))
+    assert continuous.mean[:-1, 0].mean() > 0.3  # the elites head for the goal at +x: kept, shifted
+    np.testing.assert_array_equal(continuous.mean[-1], 0.0)  # the new last step starts afresh
+    np.testing.assert_allclose(continuous.std, 0.5)  # the spread is reset: (high - low) / 4
+
+    evaluator = RolloutEvaluator(
+        type("M", (), {"step": lambda self, o, a: (o + (a[:, None] == 0), -np.abs(o[:, 0] - 4), None)})(),
+        horizon=4,
+        cost_fn=lambda o: np.zeros(len(o)),
+    )
+    discrete = CEMPlanner(evaluator, spaces.Discrete(3), 10, 3, 5, seed=0)
+    assert int(discrete.plan(np.zeros(1, np.float32))) == 0  # action 0 moves towards the reward
+    np.testing.assert_allclose(discrete.mean, 1.0 / 3.0)  # every torque can be sampled again
+
+
 # ----------------------------------------------------------------------------- SB3 agents
 
 

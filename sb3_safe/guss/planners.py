@@ -149,8 +149,9 @@ class CEMPlanner(ShootingPlanner):
     ``alpha`` (new = alpha * old + (1 - alpha) * elite statistics). CEM's elites are the
     highest-return sequences; RCEM's follow :func:`rcem_elites`. The executed action is the first
     action of the best candidate evaluated over all iterations (by the same ranking), not of the
-    untested mean. Between control steps the mean is shifted by one step (warm start) and the
-    spread reset; :meth:`reset` forgets it at an episode start.
+    untested mean. Between control steps the Gaussian mean is shifted by one step (warm start) and
+    the spread reset; the categorical distribution of discrete actions restarts from uniform (its
+    probabilities are its spread); :meth:`reset` forgets the warm start at an episode start.
 
     The appendix gives 20 sequences and 10 elites but not the number of iterations; our default of
     5 gives 100 model evaluations per step, the budget of RS and GuSS.
@@ -244,6 +245,12 @@ class CEMPlanner(ShootingPlanner):
 
     def _shift(self) -> None:
         initial_mean, initial_std = self._initial_rows(self.horizon)
+        if self.discrete:
+            # A categorical has no spread to reset apart from its probabilities: carried over, the
+            # probabilities that 5 iterations concentrated on one torque per step left the next
+            # step almost nothing else to sample (on SafeAcrobot-v0 CEM then never swung up).
+            self.mean = initial_mean
+            return
         self.mean = np.concatenate([self.mean[1:], initial_mean[-1:]], axis=0)
         self.std = initial_std
 
