@@ -264,7 +264,7 @@ class GridArchive:
 
     Why not pyribs (``ribs`` 0.12, pip-installable here): its archives rank by a single scalar
     objective (no exact lexicographic cost-then-return rule without packing both into one
-    float) and it pulls in numba, pandas and scikit-learn; the archive here is rebuilt at every
+    float) and it pulls in pandas and scikit-learn; the archive here is rebuilt at every
     control step for ~100 candidates, so a few vectorised NumPy ops over a sparse list of
     occupied cells (the Acrobot descriptor has 50^4 cells) are exact and cheaper.
 

@@ -9,7 +9,8 @@ Planning works on NumPy arrays, not torch tensors: the batches are tiny (5 to 10
 torch's on CPU (measured on this project's machine: one D(AR)MDN step for 5 candidates, 4 output
 dimensions, 223 us in NumPy vs 637 us in torch with one thread). The model is trained in torch
 and planned with through a NumPy snapshot of its weights
-(:meth:`~sb3_safe.common.mdn.MDNDynamicsModel.numpy_step`).
+(:meth:`~sb3_safe.common.mdn.MDNDynamicsModel.numpy_step`); for the GuSS architecture whole
+rollouts run as compiled kernels on that snapshot (:mod:`sb3_safe.guss.compiled`).
 """
 
 from __future__ import annotations
