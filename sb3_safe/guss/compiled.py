@@ -208,7 +208,8 @@ def _rollout_policies(  # type: ignore[no-untyped-def]
 
 
 class PackedMDN(NamedTuple):
-    """A fitted :class:`MDNDynamicsModel` in the kernels' layout (float32, C-contiguous).
+    """A fitted :class:`MDNDynamicsModel` in the kernels' layout (float32, C-contiguous); its fields
+    are the kernels' model arguments, in order.
 
     :param stats: input mean, input std, target mean, target std
     :param net: first-layer weight (inputs, dims, hidden), its bias (dims, hidden), auto-regressive
@@ -249,6 +250,11 @@ def pack(model: MDNDynamicsModel) -> PackedMDN:
     return PackedMDN(tuple(contiguous(s, dtype=np.float32) for s in stats), net, predictor.k, model.predict_cost)
 
 
+def _rollout_outputs(n: int, horizon: int, obs_dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Empty predicted observations (n, horizon + 1, obs_dim), summed rewards and summed costs (n,)."""
+    return np.empty((n, horizon + 1, obs_dim), np.float32), np.empty(n, np.float32), np.empty(n, np.float32)
+
+
 def rollout_sequences(
     packed: PackedMDN, start: np.ndarray, actions: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -259,21 +265,11 @@ def rollout_sequences(
     :param actions: model inputs of the actions (one-hot for discrete actions), shape (n, horizon, n_action_inputs)
     :return: predicted observations (n, horizon + 1, obs_dim), summed rewards (n,), summed model costs (n,)
     """
-    n, horizon = actions.shape[:2]
-    trajectory = np.empty((n, horizon + 1, start.shape[0]), np.float32)
-    returns, costs = np.empty(n, np.float32), np.empty(n, np.float32)
+    outputs = _rollout_outputs(actions.shape[0], actions.shape[1], start.shape[0])
     _rollout_sequences(
-        np.ascontiguousarray(start, dtype=np.float32),
-        np.ascontiguousarray(actions, dtype=np.float32),
-        packed.stats,
-        packed.net,
-        packed.n_components,
-        packed.predict_cost,
-        trajectory,
-        returns,
-        costs,
+        np.ascontiguousarray(start, dtype=np.float32), np.ascontiguousarray(actions, dtype=np.float32), *packed, *outputs
     )
-    return trajectory, returns, costs
+    return outputs
 
 
 def rollout_policies(
@@ -300,10 +296,8 @@ def rollout_policies(
         costs (n,), and the first actions: (n, action_dim) floats, or (n,) int64 indices when discrete
     """
     discrete = low is None
-    n = params.shape[0]
-    trajectory = np.empty((n, horizon + 1, start.shape[0]), np.float32)
-    returns, costs = np.empty(n, np.float32), np.empty(n, np.float32)
-    first_actions = np.empty((n, 1 if discrete else len(low)), np.float32)  # type: ignore[arg-type]
+    outputs = _rollout_outputs(params.shape[0], horizon, start.shape[0])
+    first_actions = np.empty((params.shape[0], 1 if discrete else len(low)), np.float32)  # type: ignore[arg-type]
     no_bounds = np.zeros(0, np.float32)
     _rollout_policies(
         np.ascontiguousarray(start, dtype=np.float32),
@@ -314,13 +308,8 @@ def rollout_policies(
         no_bounds if discrete else np.ascontiguousarray(high, dtype=np.float32),
         discrete,
         int(horizon),
-        packed.stats,
-        packed.net,
-        packed.n_components,
-        packed.predict_cost,
-        trajectory,
-        returns,
-        costs,
+        *packed,
+        *outputs,
         first_actions,
     )
-    return trajectory, returns, costs, first_actions[:, 0].astype(np.int64) if discrete else first_actions
+    return *outputs, first_actions[:, 0].astype(np.int64) if discrete else first_actions
