@@ -92,10 +92,14 @@ class SafePendulumEnv(PendulumEnv):
         """
         angle = np.asarray(theta, dtype=np.float64)
         with np.errstate(invalid="ignore"):
-            normalised = np.mod(angle + np.pi, 2.0 * np.pi) - np.pi
-            low, high = np.deg2rad(cls.UNSAFE_ANGLE_RANGE_DEG)
-            in_range = (normalised >= low) & (normalised <= high)
+            in_range = cls._in_unsafe_band(np.mod(angle + np.pi, 2.0 * np.pi) - np.pi)
         return ~np.isfinite(angle) | in_range
+
+    @classmethod
+    def _in_unsafe_band(cls, wrapped: np.ndarray) -> np.ndarray:
+        """Whether angles already in [-π, π] lie in the unsafe band (False for NaN)."""
+        low, high = np.deg2rad(cls.UNSAFE_ANGLE_RANGE_DEG)
+        return (wrapped >= low) & (wrapped <= high)
 
     def is_unsafe(self, obs: Any) -> np.ndarray:
         """Safety predicate on observations ``(cos θ, sin θ, θ̇)``, batched over leading dims.
@@ -104,11 +108,10 @@ class SafePendulumEnv(PendulumEnv):
         :return: bool array of shape ``obs.shape[:-1]`` (a 0-d array for one observation)
         """
         batch = observation_batch(obs, 3, f"{type(self).__name__}.is_unsafe")
-        # arctan2 is already in [-π, π] (NaN for NaN inputs, which compare False): no wrapping
-        # needed, which matters because planners call this for every candidate batch.
+        # arctan2 is already in [-π, π]: no wrapping (as angle_is_unsafe needs), which matters
+        # because planners call this for every candidate batch.
         theta = np.arctan2(batch[..., 1], batch[..., 0])
-        low, high = np.deg2rad(self.UNSAFE_ANGLE_RANGE_DEG)
-        return ((theta >= low) & (theta <= high)) | ~np.isfinite(batch).all(axis=-1)
+        return self._in_unsafe_band(theta) | ~np.isfinite(batch).all(axis=-1)
 
 
 class SafeAcrobotEnv(AcrobotEnv):

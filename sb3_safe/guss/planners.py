@@ -349,11 +349,15 @@ class GridArchive:
         picks[: len(safe)] = safe
         return picks, picks < 0
 
-    def best(self) -> int:
-        """Index of the best elite: lowest cost, then highest return."""
+    def ranked(self) -> np.ndarray:
+        """Indices of the elites, best first: lowest cost, then highest return."""
         if len(self) == 0:
             raise RuntimeError("the archive is empty")
-        return int(lexicographic_order(self.costs, self.returns)[0])
+        return lexicographic_order(self.costs, self.returns)
+
+    def best(self) -> int:
+        """Index of the best elite: lowest cost, then highest return."""
+        return int(self.ranked()[0])
 
 
 class GuSSPlanner(ShootingPlanner):
@@ -464,14 +468,14 @@ class GuSSPlanner(ShootingPlanner):
             n = min(self.n_policies_per_generation, self.n_policies - evaluated)
             self._evaluate_and_store(observation, self._offspring(n))
             evaluated += n
-        best = self.archive.best()
+        ranked = self.archive.ranked()
+        best = int(ranked[0])
         self.last_info = {
             "return": float(self.archive.returns[best]),
             "cost": float(self.archive.costs[best]),
             "n_evaluated": evaluated,
             "archive_size": len(self.archive),
         }
-        ranked = lexicographic_order(self.archive.costs, self.archive.returns)
         self.carried_over = self.archive.params[ranked[: self.n_warm_start]].copy()
         params = self.archive.params[best : best + 1]
         return self.policies.act(params, np.asarray(observation, dtype=np.float32).reshape(1, -1))[0]
