@@ -219,6 +219,18 @@ def test_policy_parameter_counts_match_the_paper() -> None:
     assert discrete.shape == (2,) and discrete.dtype.kind == "i"
 
 
+def test_policy_inputs_are_scaled_by_the_bounds_or_raw() -> None:
+    obs_space = spaces.Box(np.array([-1.0, -8.0]), np.array([1.0, 8.0]), dtype=np.float32)
+    scaled = BatchedMLPPolicies(obs_space, spaces.Box(-2, 2, (1,)), [3])
+    raw = BatchedMLPPolicies(obs_space, spaces.Box(-2, 2, (1,)), [3], normalize_inputs=False)
+    assert scaled.obs_scale.tolist() == [1.0, 0.125] and raw.obs_scale.tolist() == [1.0, 1.0]
+    params = np.random.default_rng(1).normal(size=(1, scaled.n_params)).astype(np.float32)
+    observation = np.array([[0.5, 4.0]], np.float32)
+    # A raw observation acts like a pre-scaled one given to the scaled policy.
+    np.testing.assert_allclose(raw.act(params, observation / [1.0, 8.0]), scaled.act(params, observation))
+    assert not np.allclose(raw.act(params, observation), scaled.act(params, observation))
+
+
 def test_descriptors() -> None:
     theta = np.array([0.3, -2.0])
     pendulum_obs = np.zeros((2, 11, 3), np.float32)
@@ -341,12 +353,18 @@ def test_baseline_agents_learn_and_predict_on_a_discrete_env(algo_class: type) -
     assert len(model.training_log) == 1 and model.policy.dynamics.is_fitted
 
 
-def test_guss_on_safe_acrobot_plans_discrete_actions_with_its_descriptor() -> None:
-    model = GuSS("MlpPolicy", "SafeAcrobot-v0", seed=0, planning_policy_arch=[5, 5], **TINY_GUSS)
+def test_guss_on_safe_acrobot_plans_discrete_actions_with_its_descriptor(tmp_path: Path) -> None:
+    model = GuSS(
+        "MlpPolicy", "SafeAcrobot-v0", seed=0, planning_policy_arch=[5, 5], normalize_policy_inputs=False, **TINY_GUSS
+    )
     model.learn(205)
     assert model.training_log[0]["length"] == 200 and model.num_timesteps == 205
     action, _ = model.predict(model.env.reset())
     assert action.shape == (1,) and 0 <= int(action[0]) < 3
+    assert (model.policy.planner.policies.obs_scale == 1.0).all()
+    model.save(tmp_path / "acrobot")
+    loaded = GuSS.load(tmp_path / "acrobot")
+    assert not loaded.normalize_policy_inputs and (loaded.policy.planner.policies.obs_scale == 1.0).all()
 
 
 def test_learned_cost_head_needs_no_predicate_and_load_without_env_rebuilds_the_predicate(tmp_path: Path) -> None:

@@ -712,6 +712,8 @@ class GuSS(ShootingAlgorithm):
     :param cost_tolerance: predicted cost counted as zero (for learned cost heads)
     :param n_warm_start: best elites of a control step that seed the next step's first generation in
         place of as many random policies (beyond the paper, which starts from random policies: 0)
+    :param normalize_policy_inputs: the searched policies see observations divided by their finite
+        bounds (True) or raw (False); the paper does not say which
     :param learning_rate: Adam learning rate of the model (1e-3 in the paper)
     :param horizon: planning horizon (10 for the classic envs)
     :param model_epochs: model epochs per refit (300 in the paper)
@@ -749,6 +751,7 @@ class GuSS(ShootingAlgorithm):
         descriptor_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
         cost_tolerance: float = 0.0,
         n_warm_start: int = 0,
+        normalize_policy_inputs: bool = True,
         learning_rate: float | Schedule = 1e-3,
         horizon: int = 10,
         model_epochs: int = 300,
@@ -777,6 +780,7 @@ class GuSS(ShootingAlgorithm):
         self.descriptor_bounds = descriptor_bounds
         self.cost_tolerance = float(cost_tolerance)
         self.n_warm_start = int(n_warm_start)
+        self.normalize_policy_inputs = bool(normalize_policy_inputs)
         super().__init__(
             policy,
             env,
@@ -827,7 +831,9 @@ class GuSS(ShootingAlgorithm):
         return GuSSPlanner(
             evaluator,
             self.action_space,
-            BatchedMLPPolicies(self.observation_space, self.action_space, self.planning_policy_arch),
+            BatchedMLPPolicies(
+                self.observation_space, self.action_space, self.planning_policy_arch, self.normalize_policy_inputs
+            ),
             function,
             low,
             high,

@@ -59,18 +59,25 @@ class BatchedMLPPolicies:
 
     Reference: Paolo et al., GuSS (2022), supplementary table 5.1: fully connected policies with
     sigmoid hidden activations (1 x 5 hidden units, 26 parameters for Safe Pendulum; 2 x 5, 83
-    parameters for Safe Acrobot). Observations are divided by the observation-space bound where it
-    is finite. Continuous outputs go through tanh and are mapped to the action bounds; discrete
+    parameters for Safe Acrobot). With ``normalize_inputs`` observations are divided by the
+    observation-space bound where it is finite; otherwise the policies see them raw, as the
+    controllers of the GuSS authors' earlier code (SERENE) do, which the paper does not specify.
+    Continuous outputs go through tanh and are mapped to the action bounds; discrete
     policies output one logit per action and act with the arg-max (a deterministic categorical
     policy). Parameters are flat vectors, so mutation is vector noise.
 
     :param observation_space: flat Box observation space
     :param action_space: Box (bounded) or Discrete action space
     :param hidden_sizes: hidden layer sizes
+    :param normalize_inputs: divide observations by their finite bounds before the first layer
     """
 
     def __init__(
-        self, observation_space: spaces.Space, action_space: spaces.Space, hidden_sizes: Sequence[int]
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        hidden_sizes: Sequence[int],
+        normalize_inputs: bool = True,
     ) -> None:
         if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
             raise ValueError(f"GuSS policies need a flat Box observation space, got {observation_space}")
@@ -88,7 +95,7 @@ class BatchedMLPPolicies:
             raise ValueError(f"GuSS policies need a Discrete or flat Box action space, got {action_space}")
         high = np.asarray(observation_space.high, dtype=np.float64)
         scale = np.ones_like(high)
-        bounded = np.isfinite(high) & (np.abs(high) > 0)
+        bounded = np.isfinite(high) & (np.abs(high) > 0) & bool(normalize_inputs)
         scale[bounded] = 1.0 / np.abs(high[bounded])
         self.obs_scale = scale.astype(np.float32)
         self.sizes = [int(observation_space.shape[0]), *[int(h) for h in hidden_sizes], output_dim]
