@@ -60,8 +60,8 @@ class BatchedMLPPolicies:
     Reference: Paolo et al., GuSS (2022), supplementary table 5.1: fully connected policies with
     sigmoid hidden activations (1 x 5 hidden units, 26 parameters for Safe Pendulum; 2 x 5, 83
     parameters for Safe Acrobot). With ``normalize_inputs`` observations are divided by the
-    observation-space bound where it is finite; otherwise the policies see them raw, as the
-    controllers of the GuSS authors' earlier code (SERENE) do, which the paper does not specify.
+    observation-space bound where it is finite; otherwise the policies see them raw (the paper does
+    not say which; the controllers of the authors' earlier code, SERENE, take raw inputs).
     Continuous outputs go through tanh and are mapped to the action bounds; discrete
     policies output one logit per action and act with the arg-max (a deterministic categorical
     policy). Parameters are flat vectors, so mutation is vector noise.
