@@ -244,13 +244,13 @@ class CEMPlanner(ShootingPlanner):
         return best_action
 
     def _shift(self) -> None:
-        initial_mean, initial_std = self._initial_rows(self.horizon)
         if self.discrete:
             # A categorical has no spread to reset apart from its probabilities: carried over, the
             # probabilities that 5 iterations concentrated on one torque per step left the next
             # step almost nothing else to sample (on SafeAcrobot-v0 CEM then never swung up).
-            self.mean = initial_mean
+            self.reset()
             return
+        initial_mean, initial_std = self._initial_rows(self.horizon)
         self.mean = np.concatenate([self.mean[1:], initial_mean[-1:]], axis=0)
         self.std = initial_std
 
