@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch as th
 import yaml
+from bench_params import parse_overrides
 
 import sb3_safe  # noqa: F401 - registers the envs
 from sb3_safe.common.metrics import TrainingLog, summarize
@@ -46,20 +47,6 @@ ZOO_ONLY_KEYS = ("n_timesteps", "policy", "n_envs")
 SUMMARY_KEYS = ("mar", "mrcp", "p_unsafe", "transient_p_unsafe")
 Results = dict[str, dict[str, list[dict[str, Any]]]]
 """env id -> algorithm -> one record per seed (curves, metrics, speeds)."""
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings as a dict, each value read as YAML (``n_warm_start=1`` gives an int).
-
-    :raises ValueError: on a pair without ``=``
-    """
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--params takes KEY=VALUE pairs, got {pair!r}")
-        overrides[key] = yaml.safe_load(value)
-    return overrides
 
 
 def algo_kwargs(

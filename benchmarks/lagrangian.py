@@ -94,6 +94,7 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 import yaml
+from bench_params import parse_overrides
 from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
@@ -146,6 +147,8 @@ class RunSpec:
     :param timesteps: env steps asked of ``learn()``
     :param eval_episodes: episodes of each final evaluation (stochastic and deterministic)
     :param cost_limit: overrides the YAML's ``cost_limit`` (constrained algorithms only); None keeps it
+    :param overrides: entries overriding the YAML's, as ``rl_zoo3.train -params`` (``--params``); a parent
+        drops those that only its Lagrangian algorithm accepts
     """
 
     env_id: str
@@ -154,6 +157,7 @@ class RunSpec:
     timesteps: int
     eval_episodes: int
     cost_limit: float | None
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -333,7 +337,9 @@ def build_model(
     :return: the model (its env made by the zoo), the manager (to make the evaluation env) and the
         callbacks that the zoo entry asks for
     """
-    manager = zoo_manager(spec.algo, spec.env_id, spec.seed, spec.timesteps, spec.cost_limit, extra_hyperparams)
+    manager = zoo_manager(
+        spec.algo, spec.env_id, spec.seed, spec.timesteps, spec.cost_limit, {**spec.overrides, **(extra_hyperparams or {})}
+    )
     hyperparams = read_zoo_settings(manager, spec.algo)
     saved_hyperparams = dict(sorted(hyperparams.items()))
     with redirect_stdout(io.StringIO()):
@@ -523,7 +529,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     for env_id in args.env_ids:
         settings[env_id] = {}
         for algo in args.algo_names:
-            hyperparams = read_zoo_settings(zoo_manager(algo, env_id, 0, 0, args.cost_limit), algo)
+            hyperparams = read_zoo_settings(zoo_manager(algo, env_id, 0, 0, args.cost_limit, args.overrides), algo)
             yaml_timesteps = int(hyperparams["n_timesteps"])
             settings[env_id][algo] = {
                 "file": str(hyperparams_file(algo)),
@@ -544,7 +550,7 @@ def plan_runs(args: argparse.Namespace, settings: dict[str, dict[str, Any]]) -> 
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 for algo in algos:
                     budget = settings[env_id][algo]["timesteps"]
-                    specs.append(RunSpec(env_id, algo, seed, budget, args.eval_episodes, args.cost_limit))
+                    specs.append(RunSpec(env_id, algo, seed, budget, args.eval_episodes, args.cost_limit, args.overrides))
     return specs
 
 
@@ -659,8 +665,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cost-limit", type=float, default=None, help="per-episode budget for every env (default: YAML)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes running runs in parallel (1 torch thread each)")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch CPU threads with --jobs 1 (small MLPs run best on 1)")
+    parser.add_argument(
+        "--params",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="YAML entries to override for every algorithm, as rl_zoo3.train's -params (values read as YAML, "
+        "e.g. cost_gae_lambda=0.99); the parents drop the Lagrangian-only ones",
+    )
     parser.add_argument("--out", default="bench_out/lagrangian", help="output folder")
     args = parser.parse_args(argv)
+    try:
+        args.overrides = parse_overrides(args.params)
+    except ValueError as error:
+        parser.error(str(error))
     args.env_ids = comma_list(args.envs)
     args.algo_names = comma_list(args.algos)
     unknown = [name for name in args.algo_names if name not in ALGOS]
@@ -708,7 +726,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print_run(result)
     summary, ratios, ratios_per_seed = summarise(results)
     report = {
-        "config": {key: value for key, value in vars(args).items() if key not in ("env_ids", "algo_names")},
+        "config": {key: value for key, value in vars(args).items() if key not in ("env_ids", "algo_names", "params")},
         "jobs": {
             "workers": args.jobs,
             "torch_threads_per_worker": 1 if args.jobs > 1 else args.torch_threads,

@@ -11,7 +11,12 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def load_benchmark(name: str) -> ModuleType:
-    """The module of ``benchmarks/<name>.py``, registered as ``<name>_benchmark``."""
+    """The module of ``benchmarks/<name>.py``, registered as ``<name>_benchmark``.
+
+    ``benchmarks/`` goes on ``sys.path``, as it does when the script runs, for the scripts' shared helpers.
+    """
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.append(str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

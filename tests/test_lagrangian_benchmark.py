@@ -33,6 +33,17 @@ def test_sac_loses_the_cost_critic_layout_too() -> None:
     assert parent["learning_rate"] == constrained["learning_rate"]
 
 
+def test_params_override_both_members_and_the_parent_drops_the_lagrangian_ones() -> None:
+    args = bench.parse_args(["--envs", "SafePendulum-v0", "--params", "cost_gae_lambda=0.99", "n_steps=512"])
+    assert args.overrides == {"cost_gae_lambda": 0.99, "n_steps": 512}
+    resolved = bench.resolve_settings(args)["SafePendulum-v0"]
+    assert resolved["ppo_lag"]["hyperparams"]["cost_gae_lambda"] == 0.99
+    assert "cost_gae_lambda" not in resolved["ppo"]["hyperparams"]
+    assert resolved["ppo"]["hyperparams"]["n_steps"] == resolved["ppo_lag"]["hyperparams"]["n_steps"] == 512
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--params", "cost_gae_lambda"])
+
+
 def test_cost_value_head_is_dropped_from_policy_kwargs_only() -> None:
     kept = bench.without_cost_value_head({"gamma": 0.9, "policy_kwargs": {"net_arch": [8], "cost_value_head": "shared"}})
     assert kept == {"gamma": 0.9, "policy_kwargs": {"net_arch": [8]}}
