@@ -71,6 +71,11 @@ Smoke run (about two minutes; its numbers only show that everything runs)::
 Only SAC and SACLag::
 
     python benchmarks/lagrangian.py --algos sac,sac_lag
+
+A variant of the YAML settings (as ``rl_zoo3.train -params``; mappings in YAML flow style)::
+
+    python benchmarks/lagrangian.py --envs SafePendulum-v0 --algos ppo_lag --params cost_gae_lambda=0.99 \\
+        "lagrangian_kwargs={initial_value: 0.001, kp: 1.0, ki: 0.4, kd: 0.0}"
 """
 
 from __future__ import annotations
