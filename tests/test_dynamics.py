@@ -92,6 +92,18 @@ def test_violation_head_learns_a_threshold_label() -> None:
     assert accuracy > 0.9
 
 
+def test_a_constant_column_is_not_scaled_up() -> None:
+    # An input that never varied in the data (here obs[1] = 0 throughout) gets std 1, so a small
+    # deviation in a rollout stays a small network input instead of one divided by ~0.
+    model = GaussianEnsemble(obs_dim=3, action_dim=2, n_members=2, hidden_size=8)
+    obs, act, next_obs, rewards = linear_system(50)
+    obs[:, 1] = 0.0
+    inputs = th.cat([obs, act], dim=1)
+    model.fit_normalizers(inputs, th.cat([next_obs - obs, rewards[:, None]], dim=1))
+    assert model.input_std[1] == 1.0
+    assert th.allclose(model.input_std[[0, 2, 3, 4]], inputs[:, [0, 2, 3, 4]].std(0, unbiased=False))
+
+
 def test_bad_inputs_are_rejected() -> None:
     with pytest.raises(ValueError, match="n_members"):
         GaussianEnsemble(obs_dim=3, action_dim=2, n_members=0)

@@ -181,6 +181,18 @@ def test_model_buffer_wraps_around() -> None:
     assert int(model_buffer.violations.sum()) == 50
 
 
+def test_model_buffer_unpickles_on_the_cpu_whatever_device_saved_it() -> None:
+    # A buffer saved on a GPU machine must load on a CPU-only one; SMBPO.load_replay_buffer then moves it.
+    model_buffer = filled_buffer(real_ratio=0.1).model_buffer
+    state = model_buffer.__getstate__()
+    state["device"] = th.device("cuda:0")
+    restored = object.__new__(type(model_buffer))
+    restored.__setstate__(state)
+    assert restored.device == th.device("cpu") and restored.observations.device == th.device("cpu")
+    assert restored.size() == model_buffer.size() == 40
+    assert th.equal(restored.rewards[:40], model_buffer.rewards[:40])
+
+
 # ----------------------------------------------------------------------------- rollouts
 
 
@@ -315,6 +327,17 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert loaded.actor.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
     loaded.learn(60, reset_num_timesteps=False)  # training goes on from the restored state
     assert loaded.num_timesteps == 220 and loaded.n_model_fits > model.n_model_fits
+
+
+def test_a_new_learn_call_keeps_the_model_fit_period() -> None:
+    # SB3's default reset_num_timesteps=True restarts num_timesteps at 0; fits must still come every
+    # model_train_freq steps instead of waiting for the old step count to come round again.
+    model = SMBPO("MlpPolicy", "SafePendulum-v0", **{**TINY, "learning_starts": 10})
+    model.learn(120)
+    fits = model.n_model_fits
+    model.learn(120)
+    assert model.num_timesteps == 120
+    assert model.n_model_fits >= fits + 2
 
 
 # ----------------------------------------------------------------------------- RL Zoo

@@ -21,6 +21,8 @@ import torch as th
 from torch import nn
 from torch.nn import functional as F
 
+from sb3_safe.common.normalization import std_or_one
+
 
 class EnsembleLinear(nn.Module):
     """A stack of ``n_members`` independent linear layers applied in one batched matmul.
@@ -130,10 +132,9 @@ class GaussianEnsemble(nn.Module):
         """
         with th.no_grad():
             self.input_mean.copy_(inputs.mean(0))
-            # A constant input or output (e.g. an unused observation) must not divide by zero.
-            self.input_std.copy_(inputs.std(0, unbiased=False).clamp_min(1e-6))
+            self.input_std.copy_(std_or_one(inputs))
             self.output_mean.copy_(targets.mean(0))
-            self.output_std.copy_(targets.std(0, unbiased=False).clamp_min(1e-6))
+            self.output_std.copy_(std_or_one(targets))
 
     def normalize_targets(self, targets: th.Tensor) -> th.Tensor:
         """Map raw ``[s' - s, r]`` targets to the network's normalised output space."""

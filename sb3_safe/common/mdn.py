@@ -25,6 +25,8 @@ import torch as th
 from torch import nn
 from torch.nn import functional as F
 
+from sb3_safe.common.normalization import std_or_one
+
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -400,15 +402,10 @@ class MDNDynamicsModel(nn.Module):
         return next_observations, rewards, costs
 
     def _set_normalizers(self, inputs: th.Tensor, targets: th.Tensor) -> None:
-        # A constant column (e.g. an unused one-hot entry) keeps std 1 instead of dividing by 0.
-        def safe_std(values: th.Tensor) -> th.Tensor:
-            std = values.std(dim=0, unbiased=False) if values.shape[0] > 1 else th.ones_like(values[0])
-            return th.where(std < 1e-6, th.ones_like(std), std)
-
         self.input_mean.copy_(inputs.mean(dim=0))
-        self.input_std.copy_(safe_std(inputs))
+        self.input_std.copy_(std_or_one(inputs))
         self.target_mean.copy_(targets.mean(dim=0))
-        self.target_std.copy_(safe_std(targets))
+        self.target_std.copy_(std_or_one(targets))
 
     def fit(
         self,

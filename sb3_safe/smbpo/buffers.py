@@ -120,6 +120,8 @@ class ModelReplayBuffer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         stored = {name: state.pop(name) for name in ("observations", "actions", "next_observations", "rewards", "violations")}
         self.__dict__.update(state)
+        # Unpickle on the CPU: the saving machine's device (e.g. cuda) may not exist here; `to` moves it.
+        self.device = th.device("cpu")
         self._allocate(self.buffer_size)
         n = stored["rewards"].shape[0]
         for name, values in stored.items():

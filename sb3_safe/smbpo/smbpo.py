@@ -18,6 +18,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -531,6 +532,26 @@ class SMBPO(SAC):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        """SB3's set-up; when it restarts the step count (``reset_num_timesteps``), the steps of the last
+        model fit and rollout move with it, so that a new ``learn()`` (e.g. after ``load``) keeps the
+        fit period instead of waiting for the old step count to come round again."""
+        steps_before = self.num_timesteps
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        shift = self.num_timesteps - steps_before
+        if self._last_model_fit_timestep is not None:
+            self._last_model_fit_timestep += shift
+        if self._last_rollout_timestep is not None:
+            self._last_rollout_timestep += shift
+        return result
 
     # ------------------------------------------------------------------ save / load
     def _excluded_save_params(self) -> list[str]:

@@ -67,13 +67,17 @@ class EarlyTerminationPenalty(gym.Wrapper):
     """End the episode on a violation and pay ``-penalty`` instead of the reward.
 
     This is the modified MDP of SMBPO (Thomas, Luo and Ma, *Safe Reinforcement Learning by
-    Imagining the Near Future*, NeurIPS 2021): unsafe states are absorbing and a transition
-    into one is worth ``-C``. For a large enough C (see :mod:`sb3_safe.smbpo`) every optimal
-    policy of the modified MDP is safe. The env must follow the cost protocol; the original
-    reward of every step stays in ``info["original_reward"]``.
+    Imagining the Near Future*, NeurIPS 2021) with the absorbing unsafe state folded into one
+    terminal step. In the paper an unsafe state is absorbing and pays ``-C`` at every step, worth
+    ``-C / (1 - gamma)`` in all; here the episode ends and pays ``-penalty`` once. So the bounds on C
+    of :mod:`sb3_safe.smbpo.penalty` (for which every optimal policy of the modified MDP is safe)
+    carry over with ``penalty = C / (1 - gamma)``, not ``penalty = C``: with C alone a violation
+    soon enough can still beat a long safe path of negative rewards. The env must follow the cost
+    protocol; the original reward of every step stays in ``info["original_reward"]``.
 
     :param env: a Gymnasium env that sets ``info["cost"]`` (and optionally ``info["violation"]``)
-    :param penalty: C >= 0, the reward paid on a violating step is ``-penalty``
+    :param penalty: >= 0, the reward paid on a violating step is ``-penalty`` (``C / (1 - gamma)`` for
+        SMBPO's C, see above)
     """
 
     def __init__(self, env: gym.Env, penalty: float) -> None:
