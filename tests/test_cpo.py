@@ -6,12 +6,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
-from toy_envs import COST_LIMIT, LineEnv, make_env, mean_episode_return, read_csv_keys
+from toy_envs import COST_LIMIT, LineEnv, ThreeChoiceEnv, make_env, mean_episode_return, read_csv_keys
 
 from sb3_safe.common.cost import CostSignalError
 from sb3_safe.cpo import CPO, CPOCase, solve_cpo_subproblem
@@ -70,6 +71,33 @@ def test_learns_to_respect_the_budget_and_improves_return() -> None:
     # (1.7 to 2.6 over seeds 0-3); the unconstrained optimum costs 10 and a uniform policy 3.3.
     assert model.safety_stats.ep_cost_mean <= COST_LIMIT + 0.75
     assert mean_episode_return(model) > 6.3
+
+
+def test_cost_gradient_does_not_depend_on_the_reward_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    # b is compared with c = J_c - d (cost units): scaling the rewards by 100 must leave b and the
+    # sub-problem's case as they are. The first rollouts are identical (same seed, same initial policy
+    # and cost critic), so b must be equal.
+    import sb3_safe.cpo.cpo as cpo_module
+
+    seen: list[tuple[th.Tensor, float]] = []
+
+    def recording_solver(g: th.Tensor, b: th.Tensor, v: th.Tensor, w: th.Tensor, c: float, delta: float) -> Any:
+        seen.append((b.clone(), c))
+        return solve_cpo_subproblem(g, b, v, w, c, delta)
+
+    monkeypatch.setattr(cpo_module, "solve_cpo_subproblem", recording_solver)
+    cost_gradients = []
+    for scale in (1.0, 100.0):
+        env = make_vec_env(
+            lambda scale=scale: gym.wrappers.TransformReward(ThreeChoiceEnv(), lambda r: scale * r), n_envs=2, seed=0
+        )
+        seen.clear()
+        small_cpo(env).learn(128)
+        (b, c), = seen
+        cost_gradients.append(b)
+    assert c > -COST_LIMIT  # an episode had ended: the constraint was part of the step
+    assert th.allclose(cost_gradients[0], cost_gradients[1], rtol=1e-4, atol=1e-7)
+    assert cost_gradients[0].abs().max() > 0
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:

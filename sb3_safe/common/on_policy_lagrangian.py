@@ -42,21 +42,27 @@ from sb3_safe.common.safety_stats import SafetyStats
 
 
 def normalise_advantages(
-    advantages: th.Tensor, cost_advantages: th.Tensor, normalize_advantage: bool, normalize_cost_advantage: bool
+    advantages: th.Tensor,
+    cost_advantages: th.Tensor,
+    normalize_advantage: bool,
+    normalize_cost_advantage: bool,
+    rescale_cost: bool = True,
 ) -> tuple[th.Tensor, th.Tensor]:
     """Normalise the reward and cost advantages of a batch without changing the trade-off lambda sets.
 
     The reward advantage is standardised as in SB3 (``normalize_advantage``). The cost advantage is
-    centred (``normalize_cost_advantage``, as OmniSafe) and divided by the *reward* advantage's standard
-    deviation, so ``A_r - lambda A_c`` stays proportional to the raw Lagrangian. (Standardising A_r alone
-    would inflate it whenever the reward advantage has a small spread, e.g. once the policy is nearly
-    deterministic, and lambda would have to grow without bound to keep the constraint.)
-    A batch of one value is left as it is (SB3 issue #325).
+    centred (``normalize_cost_advantage``, as OmniSafe) and, with ``rescale_cost``, divided by the
+    *reward* advantage's standard deviation, so ``A_r - lambda A_c`` stays proportional to the raw
+    Lagrangian. (Standardising A_r alone would inflate it whenever the reward advantage has a small
+    spread, e.g. once the policy is nearly deterministic, and lambda would have to grow without bound to
+    keep the constraint.) CPO passes ``rescale_cost=False``: its cost gradient b is compared with
+    c = J_c - d, which is in cost units. A batch of one value is left as it is (SB3 issue #325).
 
     :param advantages: reward advantages A_r
     :param cost_advantages: cost advantages A_c
-    :param normalize_advantage: standardise A_r (and rescale A_c by the same factor)
+    :param normalize_advantage: standardise A_r
     :param normalize_cost_advantage: centre A_c
+    :param rescale_cost: with ``normalize_advantage``, divide A_c by A_r's standard deviation too
     :return: the normalised (A_r, A_c)
     """
     if advantages.numel() < 2:
@@ -66,7 +72,8 @@ def normalise_advantages(
     if normalize_advantage:
         scale = advantages.std() + 1e-8
         advantages = (advantages - advantages.mean()) / scale
-        cost_advantages = cost_advantages / scale
+        if rescale_cost:
+            cost_advantages = cost_advantages / scale
     return advantages, cost_advantages
 
 

@@ -140,7 +140,8 @@ class CPO(CostOnPolicyMixin, TRPO):
     with ``cg_damping``) and ``conjugate_gradient_solver``). Per rollout:
 
     1. g, b = gradients of the reward surrogate ``mean(ratio A_r)`` and of the cost surrogate ``mean(ratio A_c)``
-       (advantages normalised by :func:`~sb3_safe.common.on_policy_lagrangian.normalise_advantages`);
+       (A_r standardised, A_c only centred, so that b stays in cost units like c below; see
+       :func:`~sb3_safe.common.on_policy_lagrangian.normalise_advantages`);
     2. v = H^-1 g and w = H^-1 b by conjugate gradient (``cg_max_steps`` iterations); q = g^T v, r = g^T w,
        s = b^T w; c = J_c - d, with J_c the rollout's episode-cost estimate (see
        :class:`~sb3_safe.common.on_policy_lagrangian.CostOnPolicyMixin`; before any episode has ended the step is
@@ -302,6 +303,7 @@ class CPO(CostOnPolicyMixin, TRPO):
             rollout_data.cost_advantages,
             self.normalize_advantage,
             self.normalize_cost_advantage,
+            rescale_cost=False,
         )
         if self.sub_sampling_factor > 1:
             k = self.sub_sampling_factor
