@@ -340,6 +340,23 @@ def test_guss_agent_learns_logs_saves_and_loads(tmp_path: Path) -> None:
     assert model.predict(obs)[0].shape == (1, 2)
 
 
+def test_an_episode_split_across_learn_calls_is_logged_whole_and_planning_goes_on(tmp_path: Path) -> None:
+    model = GuSS("MlpPolicy", PointNavEnv(length=20), seed=0, descriptor=final_position,
+                 descriptor_bounds=([-3, -3], [3, 3]), **TINY_GUSS)
+    model.learn(30)  # one random episode, then 10 steps of a planned one
+    model.learn(20, reset_num_timesteps=False)  # its last 10 steps, then 10 of the next
+    assert [record["length"] for record in model.training_log] == [20.0, 20.0]
+    assert model._safety.total_steps == 50 == model.num_timesteps
+    # A new run (SB3's default reset_num_timesteps=True) restarts the episode count but plans at once:
+    # the model is already fitted.
+    model.learn(20)
+    assert [record["planned"] for record in model.training_log] == [0.0, 1.0, 1.0]
+    model.save(tmp_path / "guss")
+    loaded = GuSS.load(tmp_path / "guss", env=PointNavEnv(length=20), descriptor=final_position)
+    loaded.learn(20, reset_num_timesteps=False)
+    assert loaded._safety.total_steps == 40  # the statistics of the saved run go on
+
+
 @pytest.mark.parametrize("algo_class", [RS, SRS, CEM, RCEM])
 def test_baseline_agents_learn_and_predict_on_a_discrete_env(algo_class: type) -> None:
     extra = dict(n_sequences=8) if algo_class in (RS, SRS) else dict(n_sequences=8, n_elites=3, n_iterations=2)

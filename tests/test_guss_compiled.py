@@ -23,6 +23,9 @@ def random_model(obs_dim: int, n_actions: int, discrete: bool, **kwargs: object)
         model.target_std.uniform_(0.1, 1.0)
         for parameter in model.network.parameters():
             parameter.mul_(3.0)
+        if model.predict_cost:  # step costs spread over several whole numbers (they are rounded)
+            model.target_mean[-1] = 1.0
+            model.target_std[-1] = 3.0
     model.invalidate_numpy_copy()
     return model
 

@@ -109,7 +109,18 @@ def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
         LagrangeMultiplier(**kwargs)
 
 
-def test_nan_episode_cost_raises() -> None:
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_episode_cost_raises(bad: float) -> None:
     multiplier = LagrangeMultiplier(cost_limit=1.0)
-    with pytest.raises(ValueError, match="NaN"):
-        multiplier.update(math.nan)
+    with pytest.raises(ValueError, match="must be finite"):
+        multiplier.update(bad)
+    assert multiplier.value == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize("update_rule", ["plain", "pid"])
+def test_a_new_cost_limit_given_to_update_is_the_one_applied(update_rule: str) -> None:
+    multiplier = LagrangeMultiplier(cost_limit=25.0, update_rule=update_rule, initial_value=1.0)
+    assert multiplier.update(5.0, cost_limit=0.0) > 1.0  # 5 > d = 0: lambda rises
+    assert multiplier.cost_limit == 0.0
+    with pytest.raises(ValueError, match="cost_limit"):
+        multiplier.update(5.0, cost_limit=-1.0)

@@ -107,6 +107,24 @@ def test_dmdn_is_not_autoregressive_and_learned_cost_head() -> None:
     assert costs is not None and (costs >= 0).all()
 
 
+def test_learned_step_costs_are_whole_numbers_and_zero_without_violations() -> None:
+    # A regression head never outputs exactly 0; rounding makes "no violation" exact, so cost-first
+    # rankings fall back on the return among safe candidates.
+    obs, actions, next_obs, rewards = linear_system(200)
+    model = MDNDynamicsModel(1, 1, predict_cost=True)
+    optimizer = th.optim.Adam(model.parameters(), lr=1e-3)
+    model.fit(obs, actions, next_obs, rewards, optimizer, costs=np.zeros(len(obs), np.float32), epochs=5)
+    _, _, numpy_costs = model.numpy_step(obs, actions)
+    with th.no_grad():
+        _, _, torch_costs = model.step(th.as_tensor(obs), th.as_tensor(actions))
+    assert numpy_costs is not None and torch_costs is not None
+    assert (numpy_costs == 0).all() and (torch_costs == 0).all()
+    model.fit(obs, actions, next_obs, rewards, optimizer, costs=(obs[:, 0] > 0).astype(np.float32), epochs=20)
+    _, _, numpy_costs = model.numpy_step(obs, actions)
+    assert numpy_costs is not None
+    assert set(np.unique(numpy_costs)) <= {0.0, 1.0, 2.0} and numpy_costs.max() >= 1.0
+
+
 def test_fit_rejects_bad_input() -> None:
     obs, actions, next_obs, rewards = linear_system(20)
     model = MDNDynamicsModel(1, 1)

@@ -127,6 +127,26 @@ def test_save_load_restores_lambda_and_actions(tmp_path: Path) -> None:
     assert loaded.lagrange_multiplier.update(5.0) == pytest.approx(model.lagrange_multiplier.update(5.0))
     loaded.learn(256, reset_num_timesteps=False)
 
+    # A budget given to load (SB3 sets the attribute) is the one the multiplier applies.
+    tighter = PPOLag.load(tmp_path / "ppo_lag", env=make_env(), device="cpu", cost_limit=0.0)
+    tighter.learn(256, reset_num_timesteps=False)
+    assert tighter.lagrange_multiplier.cost_limit == 0.0 and tighter.lagrange_value > lam
+
+
+def test_episodes_cut_by_a_reload_do_not_add_their_costs_to_the_next_ones(tmp_path: Path) -> None:
+    # ThreeChoiceEnv episodes last 10 steps; learn(16) stops 6 steps into one. After load(env=...),
+    # SB3 resets the env, so that episode never ends and its cost must not be carried over.
+    def always_costly() -> gym.Env:
+        return gym.wrappers.TransformAction(ThreeChoiceEnv(), lambda action: 2, ThreeChoiceEnv().action_space)
+
+    model = small_ppo_lag(make_vec_env(always_costly, n_envs=1), n_steps=16, batch_size=16)
+    model.learn(16)
+    model.save(tmp_path / "ppo_lag")
+    loaded = PPOLag.load(tmp_path / "ppo_lag", env=make_vec_env(always_costly, n_envs=1), device="cpu")
+    loaded.learn(32, reset_num_timesteps=False)
+    assert loaded.safety_stats is not None
+    assert list(loaded.safety_stats.episode_costs) == [10.0] * 4  # one before the save, three after
+
 
 def test_bad_settings_are_rejected() -> None:
     with pytest.raises(ValueError, match="cost_limit"):

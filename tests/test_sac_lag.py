@@ -447,7 +447,9 @@ def test_cost_value_signal_steps_lambda_once_per_train_call_on_the_scaled_cost_c
     model.set_logger(Logger(folder=None, output_formats=[recorder]))
     steps: list[float] = []
     update = model.lagrange_multiplier.update
-    model.lagrange_multiplier.update = lambda cost: steps.append(cost) or update(cost)  # type: ignore[method-assign]
+    model.lagrange_multiplier.update = (  # type: ignore[method-assign]
+        lambda cost, cost_limit=None: steps.append(cost) or update(cost, cost_limit)
+    )
     model.learn(150, log_interval=1)
     # Learning starts at step 100 and trains every 2 steps with one gradient step: 25 train() calls,
     # each followed by one multiplier step (no waiting for finished episodes).

@@ -85,15 +85,20 @@ class LagrangeMultiplier:
         """The current multiplier lambda (>= 0)."""
         return self._value
 
-    def update(self, episode_cost: float) -> float:
+    def update(self, episode_cost: float, cost_limit: float | None = None) -> float:
         """Update lambda from the mean episode cost J_c of the last rollout/epoch.
 
         :param episode_cost: J_c, the mean summed cost per episode
+        :param cost_limit: the budget d to use from now on (the algorithms pass their own ``cost_limit``, so
+            that one changed after construction, e.g. by ``load(..., cost_limit=x)``, is the one applied);
+            None keeps :attr:`cost_limit`
         :return: the new lambda
         """
+        if cost_limit is not None:
+            self.cost_limit = validate_cost_limit(cost_limit)
         episode_cost = float(episode_cost)
-        if episode_cost != episode_cost:
-            raise ValueError("the episode cost given to the Lagrange multiplier is NaN")
+        if not math.isfinite(episode_cost):
+            raise ValueError(f"the episode cost given to the Lagrange multiplier must be finite, got {episode_cost}")
         if self.update_rule == "plain":
             self._value = self._plain_update(episode_cost)
         else:

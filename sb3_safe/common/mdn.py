@@ -274,7 +274,10 @@ class MDNDynamicsModel(nn.Module):
 
     Reference: GuSS (Paolo et al., 2022), supplementary section 5.1. It predicts the state change
     ``Δ = s' − s`` (so ``s' = s + Δ``), the reward and, with ``predict_cost=True``, the step cost,
-    each as one output dimension of the mixture network. Inputs and targets are standardised with
+    each as one output dimension of the mixture network. A predicted step cost is rounded to the
+    nearest integer >= 0 (the envs' step costs count violations): a regression output of 0.03 means
+    "safe", so that the planners' cost-first rankings still break ties among safe candidates by
+    return instead of ranking every candidate by its regression noise. Inputs and targets are standardised with
     statistics recomputed on all data at every :meth:`fit`; they are buffers, so they are saved
     with the weights. Discrete actions are one-hot encoded. Episode termination is not modelled
     (the GuSS envs do not terminate).
@@ -351,7 +354,7 @@ class MDNDynamicsModel(nn.Module):
         outputs = predictor.predict((raw - input_mean) / input_std) * target_std + target_mean
         next_observations = observations + outputs[:, : self.observation_dim]
         rewards = outputs[:, self.observation_dim]
-        costs = np.maximum(outputs[:, self.observation_dim + 1], 0.0) if self.predict_cost else None
+        costs = np.floor(np.maximum(outputs[:, self.observation_dim + 1], 0.0) + 0.5) if self.predict_cost else None
         return next_observations, rewards, costs
 
     @property
@@ -392,13 +395,13 @@ class MDNDynamicsModel(nn.Module):
         :param deterministic: mean of the most probable component (D(AR)MDN_det) or a sample
         :param generator: torch random generator for sampling
         :return: next observations (batch, observation_dim), rewards (batch,), and costs (batch,)
-            clipped at 0 when the model has a cost head, else None
+            (rounded to the nearest integer >= 0) when the model has a cost head, else None
         """
         outputs = self.network.predict(self._inputs(observations, actions), deterministic, generator)
         outputs = outputs * self.target_std + self.target_mean
         next_observations = observations + outputs[:, : self.observation_dim]
         rewards = outputs[:, self.observation_dim]
-        costs = outputs[:, self.observation_dim + 1].clamp(min=0.0) if self.predict_cost else None
+        costs = th.floor(outputs[:, self.observation_dim + 1].clamp(min=0.0) + 0.5) if self.predict_cost else None
         return next_observations, rewards, costs
 
     def _set_normalizers(self, inputs: th.Tensor, targets: th.Tensor) -> None:

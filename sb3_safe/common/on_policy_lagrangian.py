@@ -38,7 +38,7 @@ from sb3_safe.common.lagrange import (
     make_lagrange_multiplier,
     validate_cost_limit,
 )
-from sb3_safe.common.safety_stats import SafetyStats
+from sb3_safe.common.safety_stats import SafetyStats, safety_stats_for_learn
 
 
 def normalise_advantages(
@@ -183,13 +183,13 @@ class CostOnPolicyMixin:
         tb_log_name: str = "run",
         progress_bar: bool = False,
     ) -> tuple[int, BaseCallback]:
+        env_will_reset = reset_num_timesteps or self._last_obs is None
         result = super()._setup_learn(  # type: ignore[misc]
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )
-        # Like SB3's ep_info_buffer: fresh statistics unless training continues (reset_num_timesteps=False).
-        stale = self.safety_stats is None or self.safety_stats.current_costs.shape[0] != self.n_envs
-        if reset_num_timesteps or stale:
-            self.safety_stats = SafetyStats(self.n_envs, self._stats_window_size, env_name(self.env))
+        self.safety_stats = safety_stats_for_learn(
+            self.safety_stats, self.n_envs, self._stats_window_size, env_name(self.env), reset_num_timesteps, env_will_reset
+        )
         return result
 
     def collect_rollouts(
@@ -388,7 +388,7 @@ class LagrangianMixin(CostOnPolicyMixin):
         """One multiplier update from the rollout's J_c (skipped when no episode finished in it)."""
         if self._rollout_episode_costs:  # the rollout just collected; J_c is then their mean
             assert self.ep_cost_estimate is not None
-            self.lagrange_multiplier.update(self.ep_cost_estimate)
+            self.lagrange_multiplier.update(self.ep_cost_estimate, self.cost_limit)
         self._record_cost_estimate()
         self.logger.record("train/lagrange_multiplier", self.lagrange_value)
         return self.lagrange_value

@@ -87,3 +87,35 @@ class SafetyStats:
         if self.shielded_steps:
             logger.record("safety/shield_interventions", self.shield_interventions)
             logger.record("safety/shield_intervention_rate", self.shield_interventions / self.shielded_steps)
+
+
+def safety_stats_for_learn(
+    stats: SafetyStats | None,
+    n_envs: int,
+    stats_window_size: int,
+    env_id: str,
+    reset_num_timesteps: bool,
+    env_will_reset: bool,
+) -> SafetyStats:
+    """The statistics a new ``learn()`` call goes on with, treated as SB3 treats its ``ep_info_buffer``.
+
+    Fresh statistics when the step count restarts (``reset_num_timesteps``) or the number of sub-envs
+    changed; otherwise the same ones, with the costs summed over unfinished episodes dropped when SB3 is
+    about to reset the env (after ``load`` or ``set_env``), since those episodes never finish and their
+    partial costs would be added to the next episodes.
+
+    :param stats: the statistics so far (None before the first ``learn()``)
+    :param n_envs: number of sub-environments of the VecEnv
+    :param stats_window_size: number of recent episodes averaged for ``rollout/ep_cost_mean``
+    :param env_id: env name used in cost error messages
+    :param reset_num_timesteps: the ``learn()`` argument
+    :param env_will_reset: whether SB3's ``_setup_learn`` resets the env (``reset_num_timesteps`` or no last
+        observation), read before it runs
+    :return: the statistics to use
+    """
+    if stats is None or reset_num_timesteps or len(stats.current_costs) != n_envs:
+        return SafetyStats(n_envs, stats_window_size, env_id)
+    if env_will_reset:
+        stats.current_costs = np.zeros(n_envs, dtype=np.float64)
+        stats.current_violations = np.zeros(n_envs, dtype=np.int64)
+    return stats

@@ -12,6 +12,7 @@ import sys
 import time
 from abc import abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import gymnasium as gym
@@ -27,7 +28,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 
 from sb3_safe.common.cost import env_name
 from sb3_safe.common.mdn import ModelFitResult
-from sb3_safe.common.safety_stats import SafetyStats
+from sb3_safe.common.safety_stats import SafetyStats, safety_stats_for_learn
 from sb3_safe.guss.planners import CEMPlanner, GuSSPlanner, RandomShootingPlanner, ShootingPlanner
 from sb3_safe.guss.policies import NumpyDynamics, PlanningPolicy
 from sb3_safe.guss.rollout import (
@@ -107,6 +108,26 @@ def predicate_from_env(env: VecEnv | gym.Env) -> CostFunction:
             "or cost_source='learned' (a learned cost head)"
         )
     return predicate
+
+
+@dataclass
+class EpisodeTotals:
+    """Running totals of the training episode being played (it may span several ``learn()`` calls).
+
+    :param planned: whether the episode acts with the planner (else uniformly random actions)
+    """
+
+    planned: bool
+    ep_return: float = 0.0
+    cost: float = 0.0
+    violations: int = 0
+    length: int = 0
+
+    def add(self, reward: float, cost: float, violations: int) -> None:
+        self.ep_return += reward
+        self.cost += cost
+        self.violations += violations
+        self.length += 1
 
 
 class ShootingAlgorithm(BaseAlgorithm):
@@ -224,7 +245,7 @@ class ShootingAlgorithm(BaseAlgorithm):
             self._setup_model()
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_predicate_env", "_safety", "_rng"]
+        return [*super()._excluded_save_params(), "_predicate_env", "_rng"]
 
     def _setup_model(self) -> None:
         self._setup_lr_schedule()
@@ -238,7 +259,10 @@ class ShootingAlgorithm(BaseAlgorithm):
             action_shape = () if isinstance(self.action_space, spaces.Discrete) else self.action_space.shape
             self._dataset = TransitionStore(int(self.observation_space.shape[0]), tuple(action_shape))
         self._rng = np.random.default_rng(self.seed)
-        self._safety = SafetyStats(1, self._stats_window_size, self.env_id or "env")
+        # On load the saved statistics are already in place (SB3 restores attributes before _setup_model).
+        if getattr(self, "_safety", None) is None:
+            self._safety = SafetyStats(1, self._stats_window_size, self.env_id or "env")
+        self._episode: EpisodeTotals | None = None
         self._attach_planner()
 
     def _attach_planner(self) -> None:
@@ -278,22 +302,45 @@ class ShootingAlgorithm(BaseAlgorithm):
         self._attach_planner()
 
     def _uses_planner(self) -> bool:
-        return self._episode_num >= self.n_random_episodes and self.policy.dynamics.is_fitted
+        # The model is refit after every finished episode, so its fit count is the number of episodes
+        # played so far, across learn() calls (SB3 restarts _episode_num with reset_num_timesteps).
+        return int(self.policy.dynamics.n_fits) >= self.n_random_episodes
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        """SB3's set-up; an episode that SB3's env reset cuts short is dropped, and the safety statistics go
+        on as PPOLag's (:func:`~sb3_safe.common.safety_stats.safety_stats_for_learn`)."""
+        env_will_reset = reset_num_timesteps or self._last_obs is None
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        self._safety = safety_stats_for_learn(
+            self._safety, 1, self._stats_window_size, self.env_id or "env", reset_num_timesteps, env_will_reset
+        )
+        if env_will_reset:
+            self._episode = None
+        return result
 
     def _collect_episode(self, callback: BaseCallback, total_timesteps: int) -> tuple[bool, bool]:
-        """Play until the episode ends or the budget is spent.
+        """Play until the episode ends or the budget is spent; an episode cut by the budget goes on at the
+        next ``learn(..., reset_num_timesteps=False)``, its totals kept in :attr:`_episode`.
 
         :return: (continue training, the episode finished)
         """
         assert self.env is not None and self._last_obs is not None
-        use_planner = self._uses_planner()
+        if self._episode is None:
+            self._episode = EpisodeTotals(planned=self._uses_planner())
+        episode = self._episode
         callback.on_rollout_start()
-        ep_return, ep_cost, ep_violations, ep_length = 0.0, 0.0, 0, 0
         plan_time, plan_steps, finished = 0.0, 0, False
         while self.num_timesteps < total_timesteps:
             if self._last_episode_starts is not None and self._last_episode_starts[0]:
                 self.policy.reset_planner()
-            if use_planner:
+            if episode.planned:
                 start = time.perf_counter()
                 actions, _ = self.policy.predict(self._last_obs, deterministic=True)
                 plan_time += time.perf_counter() - start
@@ -307,10 +354,7 @@ class ShootingAlgorithm(BaseAlgorithm):
             self._update_info_buffer(infos, dones)
             next_obs = infos[0]["terminal_observation"] if dones[0] else new_obs[0]
             self._dataset.add(self._last_obs[0], actions[0], next_obs, float(rewards[0]), float(costs[0]))
-            ep_return += float(rewards[0])
-            ep_cost += float(costs[0])
-            ep_violations += self._safety.violations_total - before
-            ep_length += 1
+            episode.add(float(rewards[0]), float(costs[0]), self._safety.violations_total - before)
             callback.update_locals(locals())
             if not callback.on_step():
                 return False, False
@@ -320,7 +364,8 @@ class ShootingAlgorithm(BaseAlgorithm):
                 finished = True
                 break
         if finished:
-            self._record_episode(ep_return, ep_cost, ep_violations, ep_length, use_planner)
+            self._record_episode(episode)
+            self._episode = None
         if plan_steps:
             self.logger.record("planner/steps_per_s", plan_steps / max(plan_time, 1e-9))
             assert self.policy.planner is not None
@@ -329,19 +374,19 @@ class ShootingAlgorithm(BaseAlgorithm):
         callback.on_rollout_end()
         return True, finished
 
-    def _record_episode(self, ep_return: float, ep_cost: float, violations: int, length: int, planned: bool) -> None:
+    def _record_episode(self, episode: EpisodeTotals) -> None:
         self.training_log.append(
             {
                 "episode": float(len(self.training_log)),
-                "return": ep_return,
-                "length": float(length),
-                "cost": ep_cost,
-                "violations": float(violations),
+                "return": episode.ep_return,
+                "length": float(episode.length),
+                "cost": episode.cost,
+                "violations": float(episode.violations),
                 "timesteps": float(self.num_timesteps),
-                "planned": float(planned),
+                "planned": float(episode.planned),
             }
         )
-        self.logger.record("rollout/ep_p_unsafe", 100.0 * violations / max(length, 1))
+        self.logger.record("rollout/ep_p_unsafe", 100.0 * episode.violations / max(episode.length, 1))
 
     def train(self) -> None:
         """Refit the dynamics model on all the transitions collected so far."""

@@ -109,7 +109,7 @@ def _model_step_row(obs, action, next_obs, stats, net, k, predict_cost, scratch)
     reward = y[obs_dim] * t_std[obs_dim] + t_mean[obs_dim]
     cost = 0.0
     if predict_cost:
-        cost = max(y[obs_dim + 1] * t_std[obs_dim + 1] + t_mean[obs_dim + 1], 0.0)
+        cost = np.floor(max(y[obs_dim + 1] * t_std[obs_dim + 1] + t_mean[obs_dim + 1], 0.0) + 0.5)
     return reward, cost
 
 

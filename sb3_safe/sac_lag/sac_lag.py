@@ -26,7 +26,7 @@ from sb3_safe.common.replay_buffers import (
     CostReplayBuffer,
     CostReplayBufferSamples,
 )
-from sb3_safe.common.safety_stats import SafetyStats
+from sb3_safe.common.safety_stats import SafetyStats, safety_stats_for_learn
 from sb3_safe.sac_lag.policies import (
     CnnPolicy,
     MlpPolicy,
@@ -340,11 +340,9 @@ class SACLag(SAC):
     ) -> tuple[int, Any]:
         env_will_reset = reset_num_timesteps or self._last_obs is None
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
-        assert self.safety_stats is not None
-        if env_will_reset or len(self.safety_stats.current_costs) != self.n_envs:
-            # The env restarts its episodes, so costs summed over the unfinished ones are dropped.
-            self.safety_stats.current_costs = np.zeros(self.n_envs, dtype=np.float64)
-            self.safety_stats.current_violations = np.zeros(self.n_envs, dtype=np.int64)
+        self.safety_stats = safety_stats_for_learn(
+            self.safety_stats, self.n_envs, self._stats_window_size, env_name(self.env), reset_num_timesteps, env_will_reset
+        )
         return result
 
     def _store_transition(
@@ -370,12 +368,12 @@ class SACLag(SAC):
             return
         self.ep_cost_estimate = float(np.mean(self._unused_episode_costs))
         self._unused_episode_costs = []
-        self.lagrange_multiplier.update(self.ep_cost_estimate)
+        self.lagrange_multiplier.update(self.ep_cost_estimate, self.cost_limit)
 
     def _update_lagrange_multiplier_from_cost_value(self, cost_q_mean: float) -> None:
         """One multiplier step on the cost critic's ``max_i Q_c,i(s, pi(s))`` batch mean, as an episode cost."""
         self.ep_cost_estimate = cost_q_mean * self._episode_cost_per_cost_value
-        self.lagrange_multiplier.update(self.ep_cost_estimate)
+        self.lagrange_multiplier.update(self.ep_cost_estimate, self.cost_limit)
 
     def dump_logs(self) -> None:
         assert self.safety_stats is not None

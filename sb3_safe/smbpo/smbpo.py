@@ -28,7 +28,7 @@ from stable_baselines3.sac.policies import SACPolicy
 
 from sb3_safe.common.cost import env_name
 from sb3_safe.common.dynamics import EnsembleFitResult, GaussianEnsemble, fit_ensemble
-from sb3_safe.common.safety_stats import SafetyStats
+from sb3_safe.common.safety_stats import SafetyStats, safety_stats_for_learn
 from sb3_safe.smbpo.buffers import SMBPOReplayBuffer
 from sb3_safe.smbpo.penalty import deterministic_penalty, stochastic_penalty
 
@@ -541,11 +541,16 @@ class SMBPO(SAC):
         tb_log_name: str = "run",
         progress_bar: bool = False,
     ) -> tuple[int, BaseCallback]:
-        """SB3's set-up; when it restarts the step count (``reset_num_timesteps``), the steps of the last
-        model fit and rollout move with it, so that a new ``learn()`` (e.g. after ``load``) keeps the
-        fit period instead of waiting for the old step count to come round again."""
+        """SB3's set-up, the safety statistics as PPOLag's (:func:`safety_stats_for_learn`), and when SB3
+        restarts the step count (``reset_num_timesteps``), the steps of the last model fit and rollout move
+        with it, so that a new ``learn()`` (e.g. after ``load``) keeps the fit period instead of waiting for
+        the old step count to come round again."""
         steps_before = self.num_timesteps
+        env_will_reset = reset_num_timesteps or self._last_obs is None
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        self.safety_stats = safety_stats_for_learn(
+            self.safety_stats, self.n_envs, self._stats_window_size, env_name(self.env), reset_num_timesteps, env_will_reset
+        )
         shift = self.num_timesteps - steps_before
         if self._last_model_fit_timestep is not None:
             self._last_model_fit_timestep += shift
