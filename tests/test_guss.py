@@ -372,8 +372,9 @@ def test_baseline_agents_learn_and_predict_on_a_discrete_env(algo_class: type) -
 
 def test_guss_on_safe_acrobot_plans_discrete_actions_with_its_descriptor(tmp_path: Path) -> None:
     model = GuSS(
-        "MlpPolicy", "SafeAcrobot-v0", seed=0, planning_policy_arch=[5, 5], normalize_policy_inputs=False, **TINY_GUSS
+        "MlpPolicy", "SafeAcrobot-v0", seed=0, normalize_policy_inputs=False, **TINY_GUSS
     )
+    assert model.policy.planner.policies.n_params == 83  # the paper's 2 x 5 policy, chosen for the env
     model.learn(205)
     assert model.training_log[0]["length"] == 200 and model.num_timesteps == 205
     action, _ = model.predict(model.env.reset())

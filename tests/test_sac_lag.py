@@ -228,6 +228,15 @@ def test_bad_arguments_raise() -> None:
         SACLag("MlpPolicy", GreedyActionEnv(), lagrangian_kwargs={"initial_lambda": 0.1})
 
 
+def test_sacs_positional_arguments_keep_their_places() -> None:
+    # SACLag("MlpPolicy", env, 3e-4) must set the learning rate, as for SAC; the Lagrangian
+    # arguments come after SAC's own up to target_entropy.
+    sac = list(inspect.signature(SAC).parameters)
+    sac_lag = list(inspect.signature(SACLag).parameters)
+    prefix = sac[: sac.index("target_entropy") + 1]
+    assert sac_lag[: len(prefix)] == prefix
+
+
 def test_multiplier_arguments_are_ppo_lags() -> None:
     sac_lag_args = set(inspect.signature(SACLag.__init__).parameters)
     ppo_lag_args = set(inspect.signature(PPOLag.__init__).parameters)

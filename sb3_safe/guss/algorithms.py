@@ -32,8 +32,10 @@ from sb3_safe.common.safety_stats import SafetyStats, safety_stats_for_learn
 from sb3_safe.guss.planners import CEMPlanner, GuSSPlanner, RandomShootingPlanner, ShootingPlanner
 from sb3_safe.guss.policies import NumpyDynamics, PlanningPolicy
 from sb3_safe.guss.rollout import (
+    DEFAULT_POLICY_ARCH,
     DESCRIPTORS,
     ENV_DESCRIPTORS,
+    ENV_POLICY_ARCHS,
     BatchedMLPPolicies,
     CostFunction,
     DescriptorFunction,
@@ -299,6 +301,7 @@ class ShootingAlgorithm(BaseAlgorithm):
         super().set_env(env, force_reset)
         if self.n_envs != 1:
             raise ValueError(f"{type(self).__name__} plans for a single env (n_envs=1), got {self.n_envs} envs")
+        self.env_id = env_name(self.env)  # the env's defaults (descriptor, policy size) follow it
         self._attach_planner()
 
     def _uses_planner(self) -> bool:
@@ -749,7 +752,8 @@ class GuSS(ShootingAlgorithm):
     :param n_policies_per_generation: offspring per generation (5)
     :param mutation_sigma: std of the Gaussian mutation (0.05)
     :param grid_size: archive cells per descriptor dimension (50)
-    :param planning_policy_arch: hidden sizes of the searched policies ([5] Pendulum, [5, 5] Acrobot)
+    :param planning_policy_arch: hidden sizes of the searched policies (None: the paper's for the env,
+        [5] SafePendulum-v0, [5, 5] SafeAcrobot-v0, else [5])
     :param descriptor: a name from ``sb3_safe.guss.rollout.DESCRIPTORS`` ("pendulum_angle",
         "acrobot_tip"), a callable (observations (n, H + 1, obs_dim) -> (n, k)), or None for the
         env's default (SafePendulum-v0, SafeAcrobot-v0)
@@ -791,7 +795,7 @@ class GuSS(ShootingAlgorithm):
         n_policies_per_generation: int = 5,
         mutation_sigma: float = 0.05,
         grid_size: int | Sequence[int] = 50,
-        planning_policy_arch: Sequence[int] = (5,),
+        planning_policy_arch: Sequence[int] | None = None,
         descriptor: str | DescriptorFunction | None = None,
         descriptor_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
         cost_tolerance: float = 0.0,
@@ -820,7 +824,7 @@ class GuSS(ShootingAlgorithm):
         self.n_policies_per_generation = int(n_policies_per_generation)
         self.mutation_sigma = float(mutation_sigma)
         self.grid_size = grid_size if isinstance(grid_size, int) else [int(g) for g in grid_size]
-        self.planning_policy_arch = [int(h) for h in planning_policy_arch]
+        self.planning_policy_arch = None if planning_policy_arch is None else [int(h) for h in planning_policy_arch]
         self.descriptor = descriptor
         self.descriptor_bounds = descriptor_bounds
         self.cost_tolerance = float(cost_tolerance)
@@ -871,13 +875,18 @@ class GuSS(ShootingAlgorithm):
             low, high = self.descriptor_bounds
         return function, low, high
 
+    def _policy_arch(self) -> list[int]:
+        if self.planning_policy_arch is not None:
+            return self.planning_policy_arch
+        return list(ENV_POLICY_ARCHS.get(self.env_id or "", DEFAULT_POLICY_ARCH))
+
     def _make_planner(self, evaluator: RolloutEvaluator) -> ShootingPlanner:
         function, low, high = self._resolve_descriptor()
         return GuSSPlanner(
             evaluator,
             self.action_space,
             BatchedMLPPolicies(
-                self.observation_space, self.action_space, self.planning_policy_arch, self.normalize_policy_inputs
+                self.observation_space, self.action_space, self._policy_arch(), self.normalize_policy_inputs
             ),
             function,
             low,

@@ -288,3 +288,7 @@ DESCRIPTORS: dict[str, tuple[DescriptorFunction, tuple[float, ...], tuple[float,
 
 # The descriptors of SPEC.md 2.4 for the GuSS envs; other envs name one or pass a callable.
 ENV_DESCRIPTORS: dict[str, str] = {"SafePendulum-v0": "pendulum_angle", "SafeAcrobot-v0": "acrobot_tip"}
+
+# GuSS's searched policies per env (table 5.1: 26 parameters, 1 x 5, and 83 parameters, 2 x 5).
+ENV_POLICY_ARCHS: dict[str, tuple[int, ...]] = {"SafePendulum-v0": (5,), "SafeAcrobot-v0": (5, 5)}
+DEFAULT_POLICY_ARCH: tuple[int, ...] = (5,)

@@ -119,7 +119,6 @@ class SACLag(SAC):
         or a :class:`~sb3_safe.sac_lag.policies.SACLagPolicy` subclass)
     :param env: the environment to learn from (a registered id or an env); must put ``info["cost"]``
         in every step's info
-    :param cost_limit: the per-episode cost budget ``d`` (>= 0)
     :param learning_rate: learning rate of the actor, reward critic and cost critic (Adam); may be a schedule
     :param buffer_size: size of the replay buffer
     :param learning_starts: how many steps to collect (uniform random actions) before learning starts
@@ -137,6 +136,7 @@ class SACLag(SAC):
     :param ent_coef: entropy coefficient, or ``"auto"``/``"auto_<init>"`` to learn it
     :param target_update_interval: update the target networks every this many gradient steps
     :param target_entropy: target entropy when learning ``ent_coef`` (``"auto"``: -dim(A))
+    :param cost_limit: the per-episode cost budget ``d`` (>= 0)
     :param cost_gamma: discount factor of the cost critic (None: ``gamma``)
     :param lagrangian_update: ``"plain"`` (dual ascent) or ``"pid"`` (PID Lagrangian), as PPOLag's
     :param lagrangian_kwargs: other arguments of :class:`~sb3_safe.common.lagrange.LagrangeMultiplier`,
@@ -179,7 +179,6 @@ class SACLag(SAC):
         self,
         policy: str | type[SACLagPolicy],
         env: GymEnv | str,
-        cost_limit: float = 25.0,
         learning_rate: float | Schedule = 3e-4,
         buffer_size: int = 1_000_000,
         learning_starts: int = 100,
@@ -196,6 +195,7 @@ class SACLag(SAC):
         ent_coef: str | float = "auto",
         target_update_interval: int = 1,
         target_entropy: str | float = "auto",
+        cost_limit: float = 25.0,
         cost_gamma: float | None = None,
         lagrangian_update: UpdateRule = "plain",
         lagrangian_kwargs: dict[str, Any] | None = None,
