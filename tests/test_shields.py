@@ -177,3 +177,30 @@ def test_simulator_shield_simulations_leave_the_mujoco_env_untouched():
     qpos[2] = 0.5
     hopper.set_state(qpos, qvel)
     assert shield.estimate_risk(shield._get_state(shielded_env.env), actions[0]) == 1.0
+
+
+def test_simulator_shield_traces_start_from_the_real_wrapper_state():
+    # CostWrapper below the shield passes its last observation to the cost function: in every trace it
+    # must be the real env's current observation, not one left over from an earlier trace.
+    seen = []
+
+    def record_obs(obs, action, next_obs, info):
+        seen.append(float(obs[0]))
+        return 0.0
+
+    shield = SimulatorShield(n_traces=2, horizon=3, seed=0)
+    env = SafetyShield(CostWrapper(LineEnv(discrete=True), record_obs), shield)
+    env.reset()
+    for _ in range(3):
+        seen.clear()
+        obs, *_ = env.step(2)  # the estimate before this step ran from the real x, then the real step
+        first_steps = seen[:2]  # the traces step together: both first steps, ..., then the real step
+        assert len(seen) == 2 * 3 + 1 and first_steps == [seen[-1]] * 2
+    assert obs[0] == 3.0
+
+
+def test_a_shield_serves_one_env():
+    shield = SimulatorShield(n_traces=2, horizon=2, seed=0)
+    SafetyShield(line(), shield)
+    with pytest.raises(ValueError, match="serves one env"):
+        SafetyShield(line(), shield)

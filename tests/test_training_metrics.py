@@ -34,6 +34,19 @@ def test_callback_logs_safety_keys(tmp_path, algo, kwargs, steps):
     assert len(stats.episode_costs) == steps // 200
 
 
+def test_callback_goes_on_counting_when_training_goes_on():
+    # Cost 1 at every step, 20-step episodes; learn(30) twice cuts the second episode in two.
+    env = make_vec_env(lambda: CostWrapper(LineEnv(length=20), lambda obs, a, next_obs, info: 1.0), n_envs=1)
+    model = PPO("MlpPolicy", env, n_steps=10, batch_size=10, n_epochs=1, seed=0)
+    callback = SafetyMetricsCallback()
+    model.learn(30, callback=callback)
+    model.learn(30, callback=callback, reset_num_timesteps=False)
+    assert callback.stats.total_steps == 60 == model.num_timesteps
+    assert list(callback.stats.episode_costs) == [20.0, 20.0, 20.0]  # the episode spanning the calls is whole
+    model.learn(30, callback=callback)  # a new run: fresh statistics
+    assert callback.stats.total_steps == 30 and list(callback.stats.episode_costs) == [20.0]
+
+
 def test_callback_counts_known_costs_and_shield_interventions(tmp_path):
     # Always moving right on the line: x = 1..20, cost on x > 3, the shield blocks x > 5.
     def block_beyond_five(obs, action):

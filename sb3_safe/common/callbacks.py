@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_safe.common.cost import env_name
-from sb3_safe.common.safety_stats import SafetyStats
+from sb3_safe.common.safety_stats import SafetyStats, safety_stats_for_learn
 
 
 class SafetyMetricsCallback(BaseCallback):
@@ -17,7 +18,9 @@ class SafetyMetricsCallback(BaseCallback):
     since the start of training, the cumulative-violations curve of all three papers),
     ``safety/cost_rate`` (cost per env step since the start) and, when the env is wrapped in a
     :class:`~sb3_safe.wrappers.SafetyShield`, ``safety/shield_interventions`` and
-    ``safety/shield_intervention_rate``. The statistics are kept in ``self.stats``.
+    ``safety/shield_intervention_rate``. The statistics are kept in ``self.stats``; passed to
+    another ``learn(..., reset_num_timesteps=False)`` the callback goes on counting, as the model
+    goes on counting its steps (a new run, at step 0, starts fresh statistics).
 
     :param stats_window_size: number of episodes averaged for the episode means (SB3's default 100)
     :param verbose: verbosity level
@@ -29,7 +32,16 @@ class SafetyMetricsCallback(BaseCallback):
         self.stats: SafetyStats | None = None
 
     def _init_callback(self) -> None:
-        self.stats = SafetyStats(self.training_env.num_envs, self.stats_window_size, env_name(self.training_env))
+        # SB3 calls this at every learn(). Its env reset (a new run, or after load / set_env) marks every
+        # episode as starting, and the costs summed over the cut episodes must then be dropped.
+        self.stats = safety_stats_for_learn(
+            self.stats,
+            self.training_env.num_envs,
+            self.stats_window_size,
+            env_name(self.training_env),
+            reset_num_timesteps=self.model.num_timesteps == 0,
+            env_will_reset=bool(np.all(self.model._last_episode_starts)),
+        )
 
     def _on_step(self) -> bool:
         assert self.stats is not None

@@ -8,6 +8,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from sb3_safe.common.cost import env_name
+
 
 @dataclass(frozen=True)
 class ShieldDecision:
@@ -38,7 +40,13 @@ class Shield(ABC):
         """Attach the shield to the env it protects; subclasses check here that they support it.
 
         :param env: the env below the :class:`~sb3_safe.wrappers.SafetyShield` wrapper
+        :raises ValueError: if the shield already protects another env
         """
+        if self.env is not None and self.env is not env:
+            raise ValueError(
+                f"{type(self).__name__} already protects an env ('{env_name(self.env)}'): a shield serves one env; "
+                "build one per sub-env, e.g. inside the function given to make_vec_env"
+            )
         self.env = env
 
     def reset(self, obs: Any, info: dict[str, Any]) -> None:  # noqa: B027 - optional hook

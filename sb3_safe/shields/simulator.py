@@ -72,10 +72,11 @@ class SimulatorShield(Shield):
 
     The AMBS paper shields a learned world model with m = 512 traces, T = 30 and a threshold of
     0.01; the defaults here are smaller because the exact simulator is stepped in Python.
-    The env stack below the SafetyShield is deep-copied at every reset and only the simulator
-    state is transferred before each estimate, so a wrapper below the shield whose own state
-    matters within an episode is seen as of the episode's start. Wrappers that hold files
-    (``Monitor``, ``CostMonitor``) must sit outside the SafetyShield.
+    The env stack below the SafetyShield is deep-copied at every reset; before each estimate the
+    simulator state and the state of every wrapper below the shield (e.g. ``CostWrapper``'s last
+    observation, ``TimeLimit``'s step count) are copied into the copies, so each trace starts
+    where the real env stands. Wrappers that hold files (``Monitor``, ``CostMonitor``) must sit
+    outside the SafetyShield.
 
     :param policy: the policy that continues each trace: ``None`` for uniform random actions,
         an SB3 model (its stochastic ``predict``), or a function from a batch of observations
@@ -172,8 +173,10 @@ class SimulatorShield(Shield):
         :param first_action: the action played first in every trace
         :return: the estimated violation probability
         """
+        wrapper_states = _wrapper_states(self.env)
         for twin in self._twins:
             self._set_state(twin, state)
+            _restore_wrapper_states(twin, wrapper_states)
         alive = np.ones(self.n_traces, dtype=bool)
         violated = np.zeros(self.n_traces, dtype=bool)
         observations: list[Any] = [None] * self.n_traces
@@ -218,3 +221,27 @@ class SimulatorShield(Shield):
         if space.is_bounded("both"):
             return self._rng.uniform(space.low, space.high, size=(n, *space.shape)).astype(space.dtype)
         return np.stack([space.sample() for _ in range(n)])
+
+
+# gym.Wrapper's own bookkeeping: the same in the copies, and the spaces are costly to copy.
+_WRAPPER_BASE_ATTRIBUTES = frozenset(
+    {"env", "_action_space", "_observation_space", "_reward_range", "_metadata", "_cached_spec", "_saved_kwargs"}
+)
+
+
+def _wrapper_states(env: gym.Env) -> list[dict[str, Any]]:
+    """The per-episode state of each wrapper of ``env``'s stack, outermost first (attributes other than
+    gym.Wrapper's own, e.g. ``CostWrapper._last_obs``, ``TimeLimit._elapsed_steps``)."""
+    states = []
+    while isinstance(env, gym.Wrapper):
+        states.append({key: value for key, value in vars(env).items() if key not in _WRAPPER_BASE_ATTRIBUTES})
+        env = env.env
+    return states
+
+
+def _restore_wrapper_states(twin: gym.Env, states: list[dict[str, Any]]) -> None:
+    """Give each wrapper of ``twin`` (a deep copy of the stack the states came from) its own copy of them."""
+    for state in states:
+        assert isinstance(twin, gym.Wrapper)
+        twin.__dict__.update(copy.deepcopy(state))
+        twin = twin.env
