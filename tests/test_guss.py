@@ -346,7 +346,7 @@ def test_an_episode_split_across_learn_calls_is_logged_whole_and_planning_goes_o
     model.learn(30)  # one random episode, then 10 steps of a planned one
     model.learn(20, reset_num_timesteps=False)  # its last 10 steps, then 10 of the next
     assert [record["length"] for record in model.training_log] == [20.0, 20.0]
-    assert model._safety.total_steps == 50 == model.num_timesteps
+    assert model.safety_stats.total_steps == 50 == model.num_timesteps
     # A new run (SB3's default reset_num_timesteps=True) restarts the episode count but plans at once:
     # the model is already fitted.
     model.learn(20)
@@ -354,7 +354,7 @@ def test_an_episode_split_across_learn_calls_is_logged_whole_and_planning_goes_o
     model.save(tmp_path / "guss")
     loaded = GuSS.load(tmp_path / "guss", env=PointNavEnv(length=20), descriptor=final_position)
     loaded.learn(20, reset_num_timesteps=False)
-    assert loaded._safety.total_steps == 40  # the statistics of the saved run go on
+    assert loaded.safety_stats.total_steps == 40  # the statistics of the saved run go on
 
 
 @pytest.mark.parametrize("algo_class", [RS, SRS, CEM, RCEM])

@@ -24,21 +24,19 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 from torch.nn import functional as F
 
 from sb3_safe.common.buffers import CostDictRolloutBuffer, CostRolloutBuffer
-from sb3_safe.common.cost import env_name
 from sb3_safe.common.lagrange import (
     LagrangeMultiplier,
     UpdateRule,
     make_lagrange_multiplier,
     validate_cost_limit,
 )
-from sb3_safe.common.safety_stats import SafetyStats, safety_stats_for_learn
+from sb3_safe.common.safety_stats import SafetyStats, SafetyStatsMixin
 
 
 def normalise_advantages(
@@ -100,7 +98,7 @@ def lagrangian_clipped_loss(
     return -th.min(weights * ratio, weights * clipped_ratio).sum(dim=0).mean()
 
 
-class CostOnPolicyMixin:
+class CostOnPolicyMixin(SafetyStatsMixin):
     """Cost handling for on-policy SB3 algorithms; mix it in before the SB3 class.
 
     The subclass's ``__init__`` must call :meth:`_init_cost_settings` *before* the SB3
@@ -174,23 +172,6 @@ class CostOnPolicyMixin:
                 f"{type(self).__name__} needs a policy with a cost value function (act, predict_critics), such as "
                 f"sb3_safe.ppo_lag.policies.CostActorCriticPolicy ('MlpPolicy'); got {type(self.policy).__name__}"
             )
-
-    def _setup_learn(
-        self,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        reset_num_timesteps: bool = True,
-        tb_log_name: str = "run",
-        progress_bar: bool = False,
-    ) -> tuple[int, BaseCallback]:
-        env_will_reset = reset_num_timesteps or self._last_obs is None
-        result = super()._setup_learn(  # type: ignore[misc]
-            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
-        )
-        self.safety_stats = safety_stats_for_learn(
-            self.safety_stats, self.n_envs, self._stats_window_size, env_name(self.env), reset_num_timesteps, env_will_reset
-        )
-        return result
 
     def collect_rollouts(
         self,

@@ -7,9 +7,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.type_aliases import MaybeCallback
 
-from sb3_safe.common.cost import read_vec_costs
+from sb3_safe.common.cost import env_name, read_vec_costs
 
 
 class SafetyStats:
@@ -119,3 +121,43 @@ def safety_stats_for_learn(
         stats.current_costs = np.zeros(n_envs, dtype=np.float64)
         stats.current_violations = np.zeros(n_envs, dtype=np.int64)
     return stats
+
+
+class SafetyStatsMixin:
+    """Keeps an SB3 algorithm's :attr:`safety_stats` across ``learn()`` calls as SB3 keeps its episode
+    statistics (:func:`safety_stats_for_learn`); mix it in before the SB3 class. Subclasses that keep more
+    per-run state override :meth:`_after_learn_setup`."""
+
+    safety_stats: SafetyStats | None
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        # Read before SB3's set-up, which resets the env in these two cases.
+        env_will_reset = reset_num_timesteps or self._last_obs is None  # type: ignore[attr-defined]
+        steps_before = self.num_timesteps  # type: ignore[attr-defined]
+        result = super()._setup_learn(  # type: ignore[misc]
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
+        self.safety_stats = safety_stats_for_learn(
+            self.safety_stats,
+            self.n_envs,  # type: ignore[attr-defined]
+            self._stats_window_size,  # type: ignore[attr-defined]
+            env_name(self.env),  # type: ignore[attr-defined]
+            reset_num_timesteps,
+            env_will_reset,
+        )
+        self._after_learn_setup(self.num_timesteps - steps_before, env_will_reset)  # type: ignore[attr-defined]
+        return result
+
+    def _after_learn_setup(self, step_shift: int, env_was_reset: bool) -> None:
+        """Called at the end of ``_setup_learn``.
+
+        :param step_shift: how much SB3 moved ``num_timesteps`` (``-num_timesteps`` when it restarted the count)
+        :param env_was_reset: whether SB3 reset the env (the episodes being played were cut)
+        """

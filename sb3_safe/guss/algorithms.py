@@ -28,7 +28,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 
 from sb3_safe.common.cost import env_name
 from sb3_safe.common.mdn import ModelFitResult
-from sb3_safe.common.safety_stats import SafetyStats, safety_stats_for_learn
+from sb3_safe.common.safety_stats import SafetyStats, SafetyStatsMixin
 from sb3_safe.guss.planners import CEMPlanner, GuSSPlanner, RandomShootingPlanner, ShootingPlanner
 from sb3_safe.guss.policies import NumpyDynamics, PlanningPolicy
 from sb3_safe.guss.rollout import (
@@ -132,7 +132,7 @@ class EpisodeTotals:
         self.length += 1
 
 
-class ShootingAlgorithm(BaseAlgorithm):
+class ShootingAlgorithm(SafetyStatsMixin, BaseAlgorithm):
     """Common base of the model-based shooting planners of GuSS (iterated batch MPC).
 
     Reference: Paolo et al., "Guided Safe Shooting: model based reinforcement learning with
@@ -262,8 +262,8 @@ class ShootingAlgorithm(BaseAlgorithm):
             self._dataset = TransitionStore(int(self.observation_space.shape[0]), tuple(action_shape))
         self._rng = np.random.default_rng(self.seed)
         # On load the saved statistics are already in place (SB3 restores attributes before _setup_model).
-        if getattr(self, "_safety", None) is None:
-            self._safety = SafetyStats(1, self._stats_window_size, self.env_id or "env")
+        if getattr(self, "safety_stats", None) is None:
+            self.safety_stats = SafetyStats(1, self._stats_window_size, self.env_id or "env")
         self._episode: EpisodeTotals | None = None
         self._attach_planner()
 
@@ -309,24 +309,9 @@ class ShootingAlgorithm(BaseAlgorithm):
         # played so far, across learn() calls (SB3 restarts _episode_num with reset_num_timesteps).
         return int(self.policy.dynamics.n_fits) >= self.n_random_episodes
 
-    def _setup_learn(
-        self,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        reset_num_timesteps: bool = True,
-        tb_log_name: str = "run",
-        progress_bar: bool = False,
-    ) -> tuple[int, BaseCallback]:
-        """SB3's set-up; an episode that SB3's env reset cuts short is dropped, and the safety statistics go
-        on as PPOLag's (:func:`~sb3_safe.common.safety_stats.safety_stats_for_learn`)."""
-        env_will_reset = reset_num_timesteps or self._last_obs is None
-        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
-        self._safety = safety_stats_for_learn(
-            self._safety, 1, self._stats_window_size, self.env_id or "env", reset_num_timesteps, env_will_reset
-        )
-        if env_will_reset:
+    def _after_learn_setup(self, step_shift: int, env_was_reset: bool) -> None:
+        if env_was_reset:  # the episode being played was cut: it is not logged
             self._episode = None
-        return result
 
     def _collect_episode(self, callback: BaseCallback, total_timesteps: int) -> tuple[bool, bool]:
         """Play until the episode ends or the budget is spent; an episode cut by the budget goes on at the
@@ -352,12 +337,12 @@ class ShootingAlgorithm(BaseAlgorithm):
                 actions = np.array([self.action_space.sample()])
             new_obs, rewards, dones, infos = self.env.step(actions)
             self.num_timesteps += 1
-            before = self._safety.violations_total
-            costs = self._safety.update(infos, dones)
+            before = self.safety_stats.violations_total
+            costs = self.safety_stats.update(infos, dones)
             self._update_info_buffer(infos, dones)
             next_obs = infos[0]["terminal_observation"] if dones[0] else new_obs[0]
             self._dataset.add(self._last_obs[0], actions[0], next_obs, float(rewards[0]), float(costs[0]))
-            episode.add(float(rewards[0]), float(costs[0]), self._safety.violations_total - before)
+            episode.add(float(rewards[0]), float(costs[0]), self.safety_stats.violations_total - before)
             callback.update_locals(locals())
             if not callback.on_step():
                 return False, False
@@ -434,7 +419,7 @@ class ShootingAlgorithm(BaseAlgorithm):
         if self.ep_info_buffer:
             self.logger.record("rollout/ep_rew_mean", safe_mean([info["r"] for info in self.ep_info_buffer]))
             self.logger.record("rollout/ep_len_mean", safe_mean([info["l"] for info in self.ep_info_buffer]))
-        self._safety.record(self.logger)
+        self.safety_stats.record(self.logger)
         self.logger.record("time/fps", fps)
         self.logger.record("time/time_elapsed", int(time_elapsed), exclude="tensorboard")
         self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")

@@ -26,7 +26,7 @@ from sb3_safe.common.replay_buffers import (
     CostReplayBuffer,
     CostReplayBufferSamples,
 )
-from sb3_safe.common.safety_stats import SafetyStats, safety_stats_for_learn
+from sb3_safe.common.safety_stats import SafetyStats, SafetyStatsMixin
 from sb3_safe.sac_lag.policies import (
     CnnPolicy,
     MlpPolicy,
@@ -49,7 +49,7 @@ def _check_continuous_action_space(action_space: spaces.Space | None) -> None:
         )
 
 
-class SACLag(SAC):
+class SACLag(SafetyStatsMixin, SAC):
     """SAC with a twin cost critic and a Lagrange multiplier (SAC-Lagrangian).
 
     Constrained problem: maximise the soft return subject to ``E[sum_t c_t] <= cost_limit`` per episode,
@@ -329,21 +329,6 @@ class SACLag(SAC):
     def lagrange_value(self) -> float:
         """The current Lagrange multiplier lambda (the same property as PPOLag's)."""
         return self.lagrange_multiplier.value
-
-    def _setup_learn(
-        self,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        reset_num_timesteps: bool = True,
-        tb_log_name: str = "run",
-        progress_bar: bool = False,
-    ) -> tuple[int, Any]:
-        env_will_reset = reset_num_timesteps or self._last_obs is None
-        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
-        self.safety_stats = safety_stats_for_learn(
-            self.safety_stats, self.n_envs, self._stats_window_size, env_name(self.env), reset_num_timesteps, env_will_reset
-        )
-        return result
 
     def _store_transition(
         self,

@@ -18,7 +18,6 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -28,7 +27,7 @@ from stable_baselines3.sac.policies import SACPolicy
 
 from sb3_safe.common.cost import env_name
 from sb3_safe.common.dynamics import EnsembleFitResult, GaussianEnsemble, fit_ensemble
-from sb3_safe.common.safety_stats import SafetyStats, safety_stats_for_learn
+from sb3_safe.common.safety_stats import SafetyStats, SafetyStatsMixin
 from sb3_safe.smbpo.buffers import SMBPOReplayBuffer
 from sb3_safe.smbpo.penalty import deterministic_penalty, stochastic_penalty
 
@@ -39,7 +38,7 @@ PENALTY_MODES = ("auto", "auto-stochastic")
 PREDICATE_MODES = ("env", "learned")
 
 
-class SMBPO(SAC):
+class SMBPO(SafetyStatsMixin, SAC):
     """Safe Model-Based Policy Optimization (Thomas, Luo and Ma, NeurIPS 2021).
 
     SB3's :class:`~stable_baselines3.SAC` (its policies, twin critics with min targets and
@@ -533,30 +532,14 @@ class SMBPO(SAC):
             progress_bar=progress_bar,
         )
 
-    def _setup_learn(
-        self,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        reset_num_timesteps: bool = True,
-        tb_log_name: str = "run",
-        progress_bar: bool = False,
-    ) -> tuple[int, BaseCallback]:
-        """SB3's set-up, the safety statistics as PPOLag's (:func:`safety_stats_for_learn`), and when SB3
-        restarts the step count (``reset_num_timesteps``), the steps of the last model fit and rollout move
-        with it, so that a new ``learn()`` (e.g. after ``load``) keeps the fit period instead of waiting for
-        the old step count to come round again."""
-        steps_before = self.num_timesteps
-        env_will_reset = reset_num_timesteps or self._last_obs is None
-        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
-        self.safety_stats = safety_stats_for_learn(
-            self.safety_stats, self.n_envs, self._stats_window_size, env_name(self.env), reset_num_timesteps, env_will_reset
-        )
-        shift = self.num_timesteps - steps_before
+    def _after_learn_setup(self, step_shift: int, env_was_reset: bool) -> None:
+        """When SB3 restarts the step count (``reset_num_timesteps``), the steps of the last model fit and
+        rollout move with it, so that a new ``learn()`` (e.g. after ``load``) keeps the fit period instead
+        of waiting for the old step count to come round again."""
         if self._last_model_fit_timestep is not None:
-            self._last_model_fit_timestep += shift
+            self._last_model_fit_timestep += step_shift
         if self._last_rollout_timestep is not None:
-            self._last_rollout_timestep += shift
-        return result
+            self._last_rollout_timestep += step_shift
 
     # ------------------------------------------------------------------ save / load
     def _excluded_save_params(self) -> list[str]:
