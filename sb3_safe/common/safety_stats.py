@@ -125,10 +125,11 @@ def safety_stats_for_learn(
 
 class SafetyStatsMixin:
     """Keeps an SB3 algorithm's :attr:`safety_stats` across ``learn()`` calls as SB3 keeps its episode
-    statistics (:func:`safety_stats_for_learn`); mix it in before the SB3 class. Subclasses that keep more
-    per-run state override :meth:`_after_learn_setup`."""
+    statistics (:func:`safety_stats_for_learn`); mix it in before the SB3 class. The statistics are made
+    by the first ``learn()`` (None before it; a loaded model brings its saved ones). Subclasses that keep
+    more per-run state override :meth:`_after_learn_setup`."""
 
-    safety_stats: SafetyStats | None
+    safety_stats: SafetyStats | None = None
 
     def _setup_learn(
         self,

@@ -28,7 +28,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 
 from sb3_safe.common.cost import env_name
 from sb3_safe.common.mdn import ModelFitResult
-from sb3_safe.common.safety_stats import SafetyStats, SafetyStatsMixin
+from sb3_safe.common.safety_stats import SafetyStatsMixin
 from sb3_safe.guss.planners import CEMPlanner, GuSSPlanner, RandomShootingPlanner, ShootingPlanner
 from sb3_safe.guss.policies import NumpyDynamics, PlanningPolicy
 from sb3_safe.guss.rollout import (
@@ -261,9 +261,6 @@ class ShootingAlgorithm(SafetyStatsMixin, BaseAlgorithm):
             action_shape = () if isinstance(self.action_space, spaces.Discrete) else self.action_space.shape
             self._dataset = TransitionStore(int(self.observation_space.shape[0]), tuple(action_shape))
         self._rng = np.random.default_rng(self.seed)
-        # On load the saved statistics are already in place (SB3 restores attributes before _setup_model).
-        if getattr(self, "safety_stats", None) is None:
-            self.safety_stats = SafetyStats(1, self._stats_window_size, self.env_id or "env")
         self._episode: EpisodeTotals | None = None
         self._attach_planner()
 

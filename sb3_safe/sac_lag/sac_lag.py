@@ -300,9 +300,6 @@ class SACLag(SafetyStatsMixin, SAC):
         super()._setup_model()
         if not isinstance(self.policy, SACLagPolicy):
             raise TypeError(f"SACLag needs a SACLagPolicy (with a cost critic), got {type(self.policy).__name__}")
-        # On load the saved statistics are already in place (SB3 restores attributes before _setup_model).
-        if self.safety_stats is None:
-            self.safety_stats = SafetyStats(self.n_envs, self._stats_window_size, env_id)
         if self.multiplier_signal == "cost_value" and self.max_episode_steps is None:
             self.max_episode_steps = self._env_max_episode_steps(env_id)
 

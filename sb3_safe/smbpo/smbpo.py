@@ -333,8 +333,6 @@ class SMBPO(SafetyStatsMixin, SAC):
         self.dynamics_optimizer = th.optim.Adam(
             self.dynamics.parameters(), lr=self.model_learning_rate, fused=self.device.type in ("cpu", "cuda")
         )
-        if self.safety_stats is None:
-            self.safety_stats = SafetyStats(self.n_envs, self._stats_window_size, env_id)
         self._set_buffer_penalty()
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
