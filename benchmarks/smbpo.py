@@ -8,7 +8,8 @@ gradient updates per env step, batch size, networks and learning rates. The scri
 * the FLOPs of one env step's work after the warm-up (SAC updates; for SMBPO also the model
   rollouts and the amortised model fits), counted from the layer sizes;
 * the matmul peak of the device, measured with a torch micro-benchmark at the start of the run,
-  and the resulting utilisation (FLOPs per env step / time per env step / peak);
+  and the resulting utilisation (FLOPs per env step / time per env step / float32 peak); the
+  bfloat16 peak is measured too, for runs with ``--model-precision bfloat16``;
 * the final deterministic evaluation (mean return, cost and violations over ``--eval-episodes``);
 * where SMBPO's time goes: ``--profile-steps`` more training steps of the trained SMBPO under
   cProfile, split into SAC updates, model fits, model rollouts and the rest (env stepping,
@@ -200,10 +201,10 @@ class TraceCallback(BaseCallback):
         self._save_checkpoint()
 
 
-def matmul_peak_flops(device: th.device, size: int, repeats: int) -> float:
-    """Measured float32 matmul throughput (FLOP/s) of ``device``: best of ``repeats`` timings."""
-    a = th.randn(size, size, device=device)
-    b = th.randn(size, size, device=device)
+def matmul_peak_flops(device: th.device, size: int, repeats: int, dtype: th.dtype = th.float32) -> float:
+    """Measured matmul throughput (FLOP/s) of ``device`` in ``dtype``: best of ``repeats`` timings."""
+    a = th.randn(size, size, device=device, dtype=dtype)
+    b = th.randn(size, size, device=device, dtype=dtype)
     best = float("inf")
     for _ in range(repeats + 1):  # the first call warms up
         if device.type == "cuda":
@@ -304,6 +305,7 @@ def new_model(algo: str, env: gym.Env, args: argparse.Namespace) -> OffPolicyAlg
             rollout_horizon=args.rollout_horizon,
             model_gradient_steps=args.model_gradient_steps,
             model_initial_gradient_steps=args.model_initial_gradient_steps,
+            model_precision=args.model_precision,
         )
     return SAC("MlpPolicy", env, **common)
 
@@ -320,7 +322,7 @@ def train(algo: str, args: argparse.Namespace) -> tuple[OffPolicyAlgorithm, RunT
     return model, trace
 
 
-def algorithm_result(algo: str, args: argparse.Namespace, peak: float) -> dict[str, Any]:
+def algorithm_result(algo: str, args: argparse.Namespace, peak: float, peak_bf16: float) -> dict[str, Any]:
     """Train ``algo``, evaluate it and count its work: the per-algorithm part of the report."""
     model, trace = train(algo, args)
     per_step_s = trace.wall_s_after_warmup / max(trace.steps_after_warmup, 1)
@@ -338,6 +340,7 @@ def algorithm_result(algo: str, args: argparse.Namespace, peak: float) -> dict[s
         "wall_s_per_env_step": per_step_s,
         "flops_per_env_step": flops,
         "matmul_peak_flops": peak,
+        "matmul_peak_flops_bfloat16": peak_bf16,
         "utilisation": flops / per_step_s / peak if per_step_s > 0 else float("nan"),
     }
     if isinstance(model, SMBPO) and args.profile_steps > 0:
@@ -348,6 +351,7 @@ def algorithm_result(algo: str, args: argparse.Namespace, peak: float) -> dict[s
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The settings both algorithms' results must share to be compared."""
     keys = ("env", "steps", "learning_starts", "gradient_steps", "batch_size", "seed", "threads", "device")
+    # --model-precision is left out: SAC has no model, so one SAC run pairs with SMBPO runs of either precision.
     return {key: getattr(args, key) for key in keys}
 
 
@@ -410,6 +414,8 @@ def main() -> None:
     parser.add_argument("--model-buffer-size", type=int, default=1_000_000)
     parser.add_argument("--model-gradient-steps", type=int, default=2000)
     parser.add_argument("--model-initial-gradient-steps", type=int, default=10_000)
+    parser.add_argument("--model-precision", choices=("float32", "bfloat16"), default="float32",
+                        help="dtype of SMBPO's ensemble hidden matmuls (float32: the paper)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-episodes", type=int, default=10, help="deterministic episodes of the final evaluation")
     parser.add_argument("--profile-steps", type=int, default=250, help="SMBPO steps under cProfile at the end (0: none; 250 = one model fit)")
@@ -432,8 +438,9 @@ def main() -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
     peak = matmul_peak_flops(device, args.peak_size, repeats=5)
+    peak_bf16 = matmul_peak_flops(device, args.peak_size, repeats=5, dtype=th.bfloat16)
     for algo in algos:
-        result = algorithm_result(algo, args, peak)
+        result = algorithm_result(algo, args, peak, peak_bf16)
         (args.out_dir / f"{algo}_result.json").write_text(json.dumps(result, indent=1))
         print(json.dumps({algo: {k: v for k, v in result.items() if not isinstance(v, list)}}, indent=1))
     result_files = {algo: args.out_dir / f"{algo}_result.json" for algo in ALGORITHMS}

@@ -135,3 +135,27 @@ def test_sample_step_uses_one_uniformly_drawn_member_per_row() -> None:
         assert bool((distance.min(dim=1).values < 1e-6).all())
         seen += th.bincount(distance.argmin(dim=1), minlength=3)
     assert bool((seen / seen.sum() - 1 / 3).abs().max() < 0.05)
+
+
+def test_bfloat16_precision_runs_only_the_hidden_matmuls_in_bfloat16() -> None:
+    model = GaussianEnsemble(obs_dim=3, action_dim=2, n_members=2, hidden_size=16, n_trunk_layers=2, precision="bfloat16")
+    layers = [m for m in model.modules() if isinstance(m, EnsembleLinear)]
+    # The input layer and the two output layers keep float32; the four hidden-to-hidden ones do not.
+    assert [layer.compute_dtype for layer in layers] == [th.float32, th.bfloat16, th.bfloat16, th.float32] + [
+        th.bfloat16,
+        th.float32,
+    ]
+    assert all(p.dtype == th.float32 for p in model.parameters())
+    mean, logvar, _ = model(th.randn(4, 5))
+    assert mean.dtype == logvar.dtype == th.float32
+    with pytest.raises(ValueError, match="precision"):
+        GaussianEnsemble(obs_dim=3, action_dim=2, precision="float16")
+
+
+def test_bfloat16_ensemble_fits_a_known_linear_system() -> None:
+    obs, act, next_obs, rewards = linear_system(2000)
+    th.manual_seed(0)
+    model = GaussianEnsemble(obs_dim=3, action_dim=2, n_members=3, hidden_size=64, n_trunk_layers=2, precision="bfloat16")
+    optimizer = th.optim.Adam(model.parameters(), lr=3e-3)
+    result = fit_ensemble(model, optimizer, obs, act, next_obs, rewards, n_updates=500, batch_size=128)
+    assert result.holdout_mse < 0.02

@@ -303,6 +303,8 @@ def test_bad_arguments_are_rejected() -> None:
         SMBPO("MlpPolicy", "SafePendulum-v0", real_ratio=1.5)
     with pytest.raises(ValueError, match="rollout_horizon"):
         SMBPO("MlpPolicy", "SafePendulum-v0", rollout_horizon=0)
+    with pytest.raises(ValueError, match="precision"):
+        SMBPO("MlpPolicy", "SafePendulum-v0", model_precision="half")
 
 
 # ----------------------------------------------------------------------------- save / load
@@ -327,6 +329,20 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert loaded.actor.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
     loaded.learn(60, reset_num_timesteps=False)  # training goes on from the restored state
     assert loaded.num_timesteps == 220 and loaded.n_model_fits > model.n_model_fits
+
+
+def test_bfloat16_model_precision_trains_and_survives_save_load(tmp_path: Path) -> None:
+    model = SMBPO("MlpPolicy", "SafePendulum-v0", **TINY, model_precision="bfloat16")
+    model.learn(160)
+    assert model.n_model_fits > 0 and model.replay_buffer.model_buffer.size() > 0
+    model.save(tmp_path / "smbpo")
+    loaded = SMBPO.load(tmp_path / "smbpo")
+    assert loaded.model_precision == "bfloat16" and loaded.dynamics.precision == "bfloat16"
+    obs = th.zeros(4, 3)
+    actions = th.zeros(4, 1)
+    gen = th.Generator().manual_seed(0)
+    expected = model.dynamics.sample_step(obs, actions, generator=gen)[0]
+    assert th.equal(loaded.dynamics.sample_step(obs, actions, generator=th.Generator().manual_seed(0))[0], expected)
 
 
 def test_a_new_learn_call_keeps_the_model_fit_period() -> None:

@@ -30,13 +30,18 @@ class EnsembleLinear(nn.Module):
     :param n_members: number of ensemble members
     :param in_features: input width
     :param out_features: output width
+    :param compute_dtype: dtype the matmul runs in (inputs, weights and output); the parameters
+        themselves stay float32 (mixed precision: the optimizer updates full-precision weights)
     """
 
-    def __init__(self, n_members: int, in_features: int, out_features: int) -> None:
+    def __init__(
+        self, n_members: int, in_features: int, out_features: int, compute_dtype: th.dtype = th.float32
+    ) -> None:
         super().__init__()
         self.n_members = n_members
         self.in_features = in_features
         self.out_features = out_features
+        self.compute_dtype = compute_dtype
         self.weight = nn.Parameter(th.empty(n_members, in_features, out_features))
         self.bias = nn.Parameter(th.zeros(n_members, 1, out_features))
         # Same fan-in scaling as nn.Linear, drawn independently for every member.
@@ -47,14 +52,27 @@ class EnsembleLinear(nn.Module):
     def forward(self, x: th.Tensor) -> th.Tensor:
         """:param x: inputs of shape ``(members, batch, in_features)``
         :return: outputs of shape ``(members, batch, out_features)``"""
-        return th.baddbmm(self.bias, x, self.weight)
+        dtype = self.compute_dtype
+        return th.baddbmm(self.bias.to(dtype), x.to(dtype), self.weight.to(dtype))
 
 
-def _ensemble_mlp(n_members: int, sizes: list[int], relu_last: bool) -> nn.Sequential:
+PRECISIONS = {"float32": th.float32, "bfloat16": th.bfloat16}
+
+
+def _ensemble_mlp(
+    n_members: int, sizes: list[int], relu_last: bool, hidden_dtype: th.dtype, full_precision_input: bool
+) -> nn.Sequential:
+    """Stacked ensemble layers; the hidden-to-hidden layers compute in ``hidden_dtype``, the input
+    layer (with ``full_precision_input``) and the output layer (unless followed by a ReLU into the
+    next block) in float32."""
     layers: list[nn.Module] = []
+    n_layers = len(sizes) - 1
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(EnsembleLinear(n_members, n_in, n_out))
-        if relu_last or i < len(sizes) - 2:
+        is_input = i == 0 and full_precision_input
+        is_output = i == n_layers - 1 and not relu_last
+        dtype = th.float32 if is_input or is_output else hidden_dtype
+        layers.append(EnsembleLinear(n_members, n_in, n_out, compute_dtype=dtype))
+        if relu_last or i < n_layers - 1:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
 
@@ -80,6 +98,11 @@ class GaussianEnsemble(nn.Module):
     :param hidden_size: width of every hidden layer (paper: 200)
     :param n_trunk_layers: number of trunk layers (paper appendix A.3: 3; authors' code: 2)
     :param violation_head: also predict the violation probability of the transition
+    :param precision: ``"float32"`` or ``"bfloat16"``: the dtype of the hidden-to-hidden matmuls
+        (almost all of the FLOPs). With ``"bfloat16"`` the input layer, the output layers, the
+        parameters, the normalisation and the loss stay float32: mixed precision, which runs the
+        paper's model several times faster on CPUs with bfloat16 matrix units (AMX) and GPUs, at a
+        small cost in accuracy (docs/benchmarks.md). Not in the paper, which trains in float32.
     """
 
     def __init__(
@@ -90,8 +113,11 @@ class GaussianEnsemble(nn.Module):
         hidden_size: int = 200,
         n_trunk_layers: int = 3,
         violation_head: bool = False,
+        precision: str = "float32",
     ) -> None:
         super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"GaussianEnsemble: precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         for name, value in (
             ("obs_dim", obs_dim),
             ("action_dim", action_dim),
@@ -107,13 +133,19 @@ class GaussianEnsemble(nn.Module):
         self.input_dim = obs_dim + action_dim
         self.output_dim = obs_dim + 1
         self.has_violation_head = violation_head
+        self.precision = precision
+        hidden_dtype = PRECISIONS[precision]
 
-        self.trunk = _ensemble_mlp(n_members, [self.input_dim] + [hidden_size] * n_trunk_layers, relu_last=True)
-        self.mean_head = _ensemble_mlp(n_members, [hidden_size, hidden_size, self.output_dim], relu_last=False)
-        self.logvar_head = _ensemble_mlp(n_members, [hidden_size, hidden_size, self.output_dim], relu_last=False)
-        self.violation_branch = (
-            _ensemble_mlp(n_members, [hidden_size, hidden_size, 1], relu_last=False) if violation_head else None
+        self.trunk = _ensemble_mlp(
+            n_members, [self.input_dim] + [hidden_size] * n_trunk_layers, True, hidden_dtype, full_precision_input=True
         )
+
+        def head(n_out: int) -> nn.Sequential:
+            return _ensemble_mlp(n_members, [hidden_size, hidden_size, n_out], False, hidden_dtype, False)
+
+        self.mean_head = head(self.output_dim)
+        self.logvar_head = head(self.output_dim)
+        self.violation_branch = head(1) if violation_head else None
         self.max_logvar = nn.Parameter(th.full((n_members, 1, self.output_dim), 0.5))
         self.min_logvar = nn.Parameter(th.full((n_members, 1, self.output_dim), -10.0))
 
