@@ -100,9 +100,10 @@ class GaussianEnsemble(nn.Module):
     :param violation_head: also predict the violation probability of the transition
     :param precision: ``"float32"`` or ``"bfloat16"``: the dtype of the hidden-to-hidden matmuls
         (almost all of the FLOPs). With ``"bfloat16"`` the input layer, the output layers, the
-        parameters, the normalisation and the loss stay float32: mixed precision, which runs the
-        paper's model several times faster on CPUs with bfloat16 matrix units (AMX) and GPUs, at a
-        small cost in accuracy (docs/benchmarks.md). Not in the paper, which trains in float32.
+        parameters, the normalisation and the loss stay float32: mixed precision. On a CPU with
+        bfloat16 matrix units (AMX) a model update of the paper's size took about a quarter less
+        time, with a test error within the seed-to-seed spread (docs/benchmarks.md). Not in the
+        paper, which trains in float32.
     """
 
     def __init__(
