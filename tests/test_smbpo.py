@@ -340,8 +340,7 @@ def test_bfloat16_model_precision_trains_and_survives_save_load(tmp_path: Path) 
     assert loaded.model_precision == "bfloat16" and loaded.dynamics.precision == "bfloat16"
     obs = th.zeros(4, 3)
     actions = th.zeros(4, 1)
-    gen = th.Generator().manual_seed(0)
-    expected = model.dynamics.sample_step(obs, actions, generator=gen)[0]
+    expected = model.dynamics.sample_step(obs, actions, generator=th.Generator().manual_seed(0))[0]
     assert th.equal(loaded.dynamics.sample_step(obs, actions, generator=th.Generator().manual_seed(0))[0], expected)
 
 

@@ -138,11 +138,15 @@ class GaussianEnsemble(nn.Module):
         hidden_dtype = PRECISIONS[precision]
 
         self.trunk = _ensemble_mlp(
-            n_members, [self.input_dim] + [hidden_size] * n_trunk_layers, True, hidden_dtype, full_precision_input=True
+            n_members, [self.input_dim] + [hidden_size] * n_trunk_layers, relu_last=True, hidden_dtype=hidden_dtype,
+            full_precision_input=True,
         )
 
         def head(n_out: int) -> nn.Sequential:
-            return _ensemble_mlp(n_members, [hidden_size, hidden_size, n_out], False, hidden_dtype, False)
+            return _ensemble_mlp(
+                n_members, [hidden_size, hidden_size, n_out], relu_last=False, hidden_dtype=hidden_dtype,
+                full_precision_input=False,
+            )
 
         self.mean_head = head(self.output_dim)
         self.logvar_head = head(self.output_dim)
