@@ -19,6 +19,7 @@ import torch as th
 import yaml
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.utils import LinearSchedule
 
 from sb3_safe import SafetyMetricsCallback, evaluate_safe_policy
 from sb3_safe.ppo_lag import PPOLag
@@ -40,6 +41,22 @@ def ppo_lag_settings(env_id: str) -> dict[str, Any]:
     return settings
 
 
+def linear_schedules(settings: dict[str, Any], timesteps: int, yaml_timesteps: int) -> dict[str, Any]:
+    """``settings`` with rl_zoo3's ``"lin_<x>"`` strings turned into schedules.
+
+    The zoo decays ``x`` linearly to 0 over the whole run; a demo shorter than the YAML's
+    ``n_timesteps`` follows the first ``timesteps`` steps of that decay instead of compressing it,
+    so it learns as the start of the full run does.
+    """
+    fraction = timesteps / yaml_timesteps
+    parsed = dict(settings)
+    for key, value in settings.items():
+        if isinstance(value, str) and value.startswith("lin_"):
+            start = float(value[len("lin_") :])
+            parsed[key] = LinearSchedule(start, start * max(0.0, 1.0 - fraction), min(1.0, 1.0 / fraction))
+    return parsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algo", choices=["ppo_lag", "ppo"], default="ppo_lag")
@@ -52,6 +69,7 @@ def main() -> None:
     th.set_num_threads(args.num_threads)
 
     settings = ppo_lag_settings(args.env)
+    settings = linear_schedules(settings, args.timesteps, int(settings.get("n_timesteps", args.timesteps)))
     n_envs = settings.pop("n_envs", 1)
     for key in ZOO_ONLY_KEYS:
         settings.pop(key, None)
