@@ -55,7 +55,9 @@ def test_stochastic_evaluation_resamples_gsde_noise_and_repeats() -> None:
     # The SafePendulum-v0 entry uses gSDE: a stochastic evaluation must resample its noise matrix, so
     # it differs from the deterministic one, and the seeded sampling makes it repeatable.
     model, manager, _ = bench.build_model(bench.RunSpec("SafePendulum-v0", "ppo_lag", 0, 1, 2, None))
-    model.learn(1)
+    # one whole rollout: the entry's lin_1e-3 schedule (rl_zoo3's, progress_remaining x 1e-3) turns
+    # negative when a rollout runs past total_timesteps
+    model.learn(model.n_steps * model.n_envs)
     noise_calls = []
     reset_noise = model.policy.reset_noise
     model.policy.reset_noise = lambda n_envs=1: noise_calls.append(n_envs) or reset_noise(n_envs)
