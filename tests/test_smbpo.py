@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -353,6 +354,55 @@ def test_a_new_learn_call_keeps_the_model_fit_period() -> None:
     model.learn(120)
     assert model.num_timesteps == 120
     assert model.n_model_fits >= fits + 2
+
+
+def test_background_model_fit_runs_beside_training_and_applies_each_fit_one_period_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    threads: list[str] = []
+    fit = SMBPO._fit_dynamics
+
+    def recording_fit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(SMBPO, "_fit_dynamics", recording_fit)
+    model = SMBPO("MlpPolicy", "SafePendulum-v0", **TINY, background_model_fit=True)
+    model.learn(250)
+    # Initial fit at step 101 in the main thread; fits started at steps 151 and 201 in the background,
+    # the first applied at step 201, the second finished when learn() returns and applied at the next period.
+    assert threads[0] == threading.current_thread().name
+    assert len(threads) == 3 and all(name.startswith("smbpo-model-fit") for name in threads[1:])
+    assert model.n_model_fits == 2 and model.model_updates_done == 50 + 20
+    assert model._unapplied_fit is not None and model._unapplied_fit.n_updates == 20
+    assert model.rollout_dynamics is not model.dynamics
+    differs = [not th.equal(value, model.rollout_dynamics.state_dict()[key])
+               for key, value in model.dynamics.state_dict().items()]
+    assert any(differs)  # the rollouts still use the model of the fit started at step 151
+
+
+def test_background_model_fit_is_reproducible_whatever_the_thread_timing() -> None:
+    runs = [SMBPO("MlpPolicy", "SafePendulum-v0", **TINY, background_model_fit=True).learn(260) for _ in range(2)]
+    for module in ("dynamics", "rollout_dynamics", "actor"):
+        first, second = (getattr(run, module).state_dict() for run in runs)
+        for key, value in first.items():
+            assert th.equal(value, second[key]), f"{module}.{key}"
+
+
+def test_background_model_fit_survives_save_load(tmp_path: Path) -> None:
+    model = SMBPO("MlpPolicy", "SafePendulum-v0", **TINY, background_model_fit=True)
+    model.learn(250)
+    model.save(tmp_path / "smbpo")
+    model.save_replay_buffer(tmp_path / "buffer")
+    loaded = SMBPO.load(tmp_path / "smbpo", env=gym.make("SafePendulum-v0"))
+    loaded.load_replay_buffer(tmp_path / "buffer")
+    assert loaded.background_model_fit and loaded.rollout_dynamics is not loaded.dynamics
+    for module in ("dynamics", "rollout_dynamics"):
+        for key, value in getattr(model, module).state_dict().items():
+            assert th.equal(value, getattr(loaded, module).state_dict()[key]), f"{module}.{key}"
+    assert loaded._unapplied_fit == model._unapplied_fit and loaded.n_model_fits == 2
+    loaded.learn(60, reset_num_timesteps=False)
+    assert loaded.n_model_fits == 4  # the saved fit applied at step 251, the one started there at step 301
 
 
 # ----------------------------------------------------------------------------- RL Zoo

@@ -19,7 +19,7 @@ def tiny_args(out_dir: Path, resume: bool) -> argparse.Namespace:
     return argparse.Namespace(
         env="SafePendulum-v0", steps=300, learning_starts=100, gradient_steps=1, batch_size=32,
         target_entropy=-1.0, seed=0, device="cpu", threads=1, out_dir=out_dir,
-        checkpoint_every=100, resume=resume,
+        checkpoint_every=100, resume=resume, background_model_fit=False,
     )
 
 
@@ -57,9 +57,16 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path: Path, monkey
 
 def test_results_from_different_settings_are_not_combined(tmp_path: Path) -> None:
     args = tiny_args(tmp_path, resume=False)
-    sac = {"run": bench.run_settings(args), "wall_s_per_env_step": 0.1, "violations_after_warmup": 4}
+    sac = {"run": bench.run_settings(args, "sac"), "wall_s_per_env_step": 0.1, "violations_after_warmup": 4}
     smbpo = {**sac, "run": {**sac["run"], "seed": 1}, "violations_after_warmup": 1}
     with pytest.raises(ValueError, match="different settings"):
         bench.combined_report({"sac": sac, "smbpo": smbpo}, args, "cpu")
     report = bench.combined_report({"sac": sac, "smbpo": {**smbpo, "run": sac["run"]}}, args, "cpu")
     assert report["violations_after_warmup_ratio_smbpo_over_sac"] == 0.25
+
+
+def test_sac_on_two_threads_pairs_with_smbpo_on_one_thread_and_a_background_fit(tmp_path: Path) -> None:
+    two_threads = argparse.Namespace(**{**vars(tiny_args(tmp_path, resume=False)), "threads": 2})
+    background = argparse.Namespace(**{**vars(tiny_args(tmp_path, resume=False)), "background_model_fit": True})
+    assert bench.run_settings(two_threads, "sac") == bench.run_settings(background, "smbpo")
+    assert bench.run_settings(background, "sac") != bench.run_settings(background, "smbpo")

@@ -287,12 +287,14 @@ class EnsembleFitResult:
     :param holdout_mse: held-out MSE in normalised output units (NaN when nothing was held out)
     :param n_train: number of training rows
     :param n_holdout: number of held-out rows
+    :param n_updates: number of optimizer steps taken
     """
 
     loss: float
     holdout_mse: float
     n_train: int
     n_holdout: int
+    n_updates: int
 
 
 def fit_ensemble(
@@ -365,4 +367,6 @@ def fit_ensemble(
     tail = max(1, n_updates // 10)
     mean_loss = float(th.stack(losses[-tail:]).mean())
     holdout = model.holdout_mse(inputs[holdout_idx], targets[holdout_idx]) if n_holdout > 0 else float("nan")
-    return EnsembleFitResult(loss=mean_loss, holdout_mse=holdout, n_train=len(train_idx), n_holdout=n_holdout)
+    return EnsembleFitResult(
+        loss=mean_loss, holdout_mse=holdout, n_train=len(train_idx), n_holdout=n_holdout, n_updates=n_updates
+    )

@@ -8,10 +8,12 @@ states from which a violation cannot be prevented.
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -128,6 +130,14 @@ class SMBPO(SafetyStatsMixin, SAC):
         hidden-to-hidden matmuls (mixed precision, see
         :class:`~sb3_safe.common.dynamics.GaussianEnsemble`); faster model fits and rollouts on CPUs
         with bfloat16 matrix units (AMX) and on GPUs
+    :param background_model_fit: run the periodic model fits in a background thread, beside the SAC
+        updates (a second CPU core; give torch one thread per core, ``torch.set_num_threads``). At
+        each fit period the fit started one period earlier is waited for and swapped into the model
+        that rollouts use, and a new fit on all real data so far is started. Rollouts thus use a
+        model one period (``model_train_freq`` steps) older than in the paper, whose fits are
+        synchronous (``False``, the default). Results stay reproducible: each fit works on its own
+        copy of the data with its own random generator, and is applied at a fixed step whatever the
+        threads' timing. The initial fit is synchronous in both modes.
     :param _init_setup_model: whether to build the networks at creation
     """
 
@@ -183,6 +193,7 @@ class SMBPO(SafetyStatsMixin, SAC):
         model_trunk_layers: int = 3,
         model_holdout_fraction: float = 0.1,
         model_precision: str = "float32",
+        background_model_fit: bool = False,
         _init_setup_model: bool = True,
     ) -> None:
         self.actor_learning_rate = actor_learning_rate
@@ -205,6 +216,7 @@ class SMBPO(SafetyStatsMixin, SAC):
         self.model_trunk_layers = model_trunk_layers
         self.model_holdout_fraction = model_holdout_fraction
         self.model_precision = model_precision
+        self.background_model_fit = background_model_fit
         # Training state that save/load must carry (set here, so that load's __dict__ update wins).
         self.penalty_c = float(penalty) if not isinstance(penalty, str) else math.nan
         self.reward_min = math.inf
@@ -213,6 +225,10 @@ class SMBPO(SafetyStatsMixin, SAC):
         self.last_model_fit: EnsembleFitResult | None = None
         self._last_model_fit_timestep: int | None = None
         self._last_rollout_timestep: int | None = None
+        # A finished background fit not yet swapped into the rollout model.
+        self._unapplied_fit: EnsembleFitResult | None = None
+        self._fit_future: Future[EnsembleFitResult] | None = None
+        self._fit_executor: ThreadPoolExecutor | None = None
         self._model_transitions_since_dump = 0
         self._model_violations_since_dump = 0
         # Work counters (for FLOP accounting): rows sent through the ensemble in rollouts, fit updates.
@@ -342,6 +358,8 @@ class SMBPO(SafetyStatsMixin, SAC):
         self.dynamics_optimizer = th.optim.Adam(
             self.dynamics.parameters(), lr=self.model_learning_rate, fused=self.device.type in ("cpu", "cuda")
         )
+        # With background fits, rollouts read a copy that the fitting thread never writes to.
+        self.rollout_dynamics = copy.deepcopy(self.dynamics) if self.background_model_fit else self.dynamics
         self._set_buffer_penalty()
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
@@ -401,13 +419,31 @@ class SMBPO(SafetyStatsMixin, SAC):
 
     # ------------------------------------------------------------------ model fitting and rollouts
     def fit_model(self, n_updates: int) -> EnsembleFitResult:
-        """Fit the dynamics ensemble on all real data and recompute the penalty ``C``.
+        """Fit the dynamics ensemble on all real data now and recompute the penalty ``C``.
+
+        With ``background_model_fit`` a running background fit is waited for first, and the rollout
+        model takes the result at once.
 
         :param n_updates: number of Adam updates
         :return: the fit summary (also kept in :attr:`last_model_fit`)
         """
+        self._apply_background_fit()
+        result = self._fit_dynamics(self._real_data(), n_updates, generator=None)
+        self._last_model_fit_timestep = self.num_timesteps
+        self._apply_model_fit(result)
+        return result
+
+    def _real_data(self) -> dict[str, th.Tensor]:
         data = self.replay_buffer.real_transitions()
-        result = fit_ensemble(
+        if self.background_model_fit:
+            # The tensors share memory with the buffer's arrays, which the main thread keeps writing.
+            data = {key: value.clone() for key, value in data.items()}
+        return data
+
+    def _fit_dynamics(
+        self, data: dict[str, th.Tensor], n_updates: int, generator: th.Generator | None
+    ) -> EnsembleFitResult:
+        return fit_ensemble(
             self.dynamics,
             self.dynamics_optimizer,
             data["observations"],
@@ -418,19 +454,48 @@ class SMBPO(SafetyStatsMixin, SAC):
             batch_size=self.model_batch_size,
             holdout_fraction=self.model_holdout_fraction,
             violations=data["violations"] if self.dynamics.has_violation_head else None,
+            generator=generator,
         )
+
+    def _apply_model_fit(self, result: EnsembleFitResult) -> None:
+        """Book a finished fit, hand its weights to the rollout model and recompute ``C``."""
         self.last_model_fit = result
         self.n_model_fits += 1
-        self.model_updates_done += n_updates
-        self._last_model_fit_timestep = self.num_timesteps
+        self.model_updates_done += result.n_updates
+        if self.rollout_dynamics is not self.dynamics:
+            self.rollout_dynamics.load_state_dict(self.dynamics.state_dict())
         self._update_penalty()
-        return result
+
+    def _start_background_fit(self, n_updates: int) -> None:
+        if self._fit_executor is None:
+            self._fit_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smbpo-model-fit")
+        # Drawn here, in the main thread, so the fit's minibatches follow the seed whatever the timing.
+        generator = th.Generator(device=self.device).manual_seed(int(np.random.randint(2**31 - 1)))
+        self._fit_future = self._fit_executor.submit(self._fit_dynamics, self._real_data(), n_updates, generator)
+
+    def _wait_for_background_fit(self) -> None:
+        """Block until the running background fit (if any) ends; it is applied at the next fit period."""
+        if self._fit_future is not None:
+            self._unapplied_fit = self._fit_future.result()
+            self._fit_future = None
+
+    def _apply_background_fit(self) -> None:
+        """Wait for the background fit (if any) and apply it."""
+        self._wait_for_background_fit()
+        if self._unapplied_fit is not None:
+            self._apply_model_fit(self._unapplied_fit)
+            self._unapplied_fit = None
 
     def _maybe_fit_model(self) -> None:
         if self._last_model_fit_timestep is None:
             self.fit_model(self.model_initial_gradient_steps)
         elif self.num_timesteps - self._last_model_fit_timestep >= self.model_train_freq:
-            self.fit_model(self.model_gradient_steps)
+            if not self.background_model_fit:
+                self.fit_model(self.model_gradient_steps)
+                return
+            self._apply_background_fit()
+            self._last_model_fit_timestep = self.num_timesteps
+            self._start_background_fit(self.model_gradient_steps)
 
     def _sample_start_states(self, n: int) -> th.Tensor:
         buffer = self.replay_buffer
@@ -459,7 +524,7 @@ class SMBPO(SafetyStatsMixin, SAC):
         for _ in range(self.rollout_horizon):
             self.model_rows_generated += obs.shape[0]
             actions = self.actor(obs, deterministic=False)
-            next_obs, rewards, violation_prob = self.dynamics.sample_step(obs, actions)
+            next_obs, rewards, violation_prob = self.rollout_dynamics.sample_step(obs, actions)
             finite = th.isfinite(next_obs).all(dim=1) & th.isfinite(rewards)
             obs, actions, next_obs, rewards = obs[finite], actions[finite], next_obs[finite], rewards[finite]
             if violation_prob is not None:
@@ -530,7 +595,7 @@ class SMBPO(SafetyStatsMixin, SAC):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfSMBPO:
-        return super().learn(
+        super().learn(
             total_timesteps=total_timesteps,
             callback=callback,
             log_interval=log_interval,
@@ -538,6 +603,9 @@ class SMBPO(SafetyStatsMixin, SAC):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
+        # learn()'s wall time includes all of its model fitting; the result waits for the next period.
+        self._wait_for_background_fit()
+        return self
 
     def _after_learn_setup(self, step_shift: int, env_was_reset: bool) -> None:
         """When SB3 restarts the step count (``reset_num_timesteps``), the steps of the last model fit and
@@ -549,12 +617,25 @@ class SMBPO(SafetyStatsMixin, SAC):
             self._last_rollout_timestep += step_shift
 
     # ------------------------------------------------------------------ save / load
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """SB3's ``save``, after any background model fit has finished writing the ensemble."""
+        self._wait_for_background_fit()
+        super().save(path, exclude, include)
+
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_unsafe_fn"]
+        return [*super()._excluded_save_params(), "_unsafe_fn", "rollout_dynamics", "_fit_future", "_fit_executor"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, variables = super()._get_torch_save_params()
-        return [*state_dicts, "dynamics", "dynamics_optimizer"], variables
+        state_dicts = [*state_dicts, "dynamics", "dynamics_optimizer"]
+        if self.background_model_fit:
+            state_dicts.append("rollout_dynamics")
+        return state_dicts, variables
 
     def load_replay_buffer(
         self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True
