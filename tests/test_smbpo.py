@@ -373,7 +373,7 @@ def test_background_model_fit_runs_beside_training_and_applies_each_fit_one_peri
     # the first applied at step 201, the second finished when learn() returns and applied at the next period.
     assert threads[0] == threading.current_thread().name
     assert len(threads) == 3 and all(name.startswith("smbpo-model-fit") for name in threads[1:])
-    assert model.n_model_fits == 2 and model.model_updates_done == 50 + 20
+    assert model.n_model_fits == 2 and model.model_updates_done == 50 + 20 + 20
     assert model._unapplied_fit is not None and model._unapplied_fit.n_updates == 20
     assert model.rollout_dynamics is not model.dynamics
     differs = [not th.equal(value, model.rollout_dynamics.state_dict()[key])

@@ -429,6 +429,7 @@ class SMBPO(SafetyStatsMixin, SAC):
         """
         self._apply_background_fit()
         result = self._fit_dynamics(self._real_data(), n_updates, generator=None)
+        self.model_updates_done += n_updates
         self._last_model_fit_timestep = self.num_timesteps
         self._apply_model_fit(result)
         return result
@@ -461,7 +462,6 @@ class SMBPO(SafetyStatsMixin, SAC):
         """Book a finished fit, hand its weights to the rollout model and recompute ``C``."""
         self.last_model_fit = result
         self.n_model_fits += 1
-        self.model_updates_done += result.n_updates
         if self.rollout_dynamics is not self.dynamics:
             self.rollout_dynamics.load_state_dict(self.dynamics.state_dict())
         self._update_penalty()
@@ -473,15 +473,17 @@ class SMBPO(SafetyStatsMixin, SAC):
         generator = th.Generator(device=self.device).manual_seed(int(np.random.randint(2**31 - 1)))
         self._fit_future = self._fit_executor.submit(self._fit_dynamics, self._real_data(), n_updates, generator)
 
-    def _wait_for_background_fit(self) -> None:
-        """Block until the running background fit (if any) ends; it is applied at the next fit period."""
+    def wait_for_model_fit(self) -> None:
+        """Block until the running background model fit (if any) ends; it is applied at the next fit
+        period. ``learn()`` and ``save()`` call it; a callback that times training can call it too."""
         if self._fit_future is not None:
             self._unapplied_fit = self._fit_future.result()
             self._fit_future = None
+            self.model_updates_done += self._unapplied_fit.n_updates
 
     def _apply_background_fit(self) -> None:
         """Wait for the background fit (if any) and apply it."""
-        self._wait_for_background_fit()
+        self.wait_for_model_fit()
         if self._unapplied_fit is not None:
             self._apply_model_fit(self._unapplied_fit)
             self._unapplied_fit = None
@@ -604,7 +606,7 @@ class SMBPO(SafetyStatsMixin, SAC):
             progress_bar=progress_bar,
         )
         # learn()'s wall time includes all of its model fitting; the result waits for the next period.
-        self._wait_for_background_fit()
+        self.wait_for_model_fit()
         return self
 
     def _after_learn_setup(self, step_shift: int, env_was_reset: bool) -> None:
@@ -624,7 +626,7 @@ class SMBPO(SafetyStatsMixin, SAC):
         include: Iterable[str] | None = None,
     ) -> None:
         """SB3's ``save``, after any background model fit has finished writing the ensemble."""
-        self._wait_for_background_fit()
+        self.wait_for_model_fit()
         super().save(path, exclude, include)
 
     def _excluded_save_params(self) -> list[str]:
