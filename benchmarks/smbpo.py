@@ -338,7 +338,7 @@ def algorithm_result(algo: str, args: argparse.Namespace, peak: float, peak_bf16
         )
     settings = run_settings(args, algo)
     # The peak was measured with --threads threads; a background model fit adds a core.
-    peak_of_run = peak * settings["cpu_cores"] / args.threads if device_is_cpu(args) else peak
+    peak_of_run = peak * settings["cpu_cores"] / args.threads if model.device.type == "cpu" else peak
     result: dict[str, Any] = {
         "run": settings,
         **asdict(trace),
@@ -366,10 +366,6 @@ def run_settings(args: argparse.Namespace, algo: str) -> dict[str, Any]:
     settings = {key: getattr(args, key) for key in keys}
     settings["cpu_cores"] = args.threads + int(algo == "smbpo" and args.background_model_fit)
     return settings
-
-
-def device_is_cpu(args: argparse.Namespace) -> bool:
-    return args.device == "cpu" or (args.device == "auto" and not th.cuda.is_available())
 
 
 def combined_report(results: dict[str, dict[str, Any]], args: argparse.Namespace, device: th.device) -> dict[str, Any]:
@@ -451,6 +447,9 @@ def main() -> None:
     algos = args.algos.split(",")
     if unknown := set(algos) - set(ALGORITHMS):
         parser.error(f"--algos: unknown {sorted(unknown)}; choose from {sorted(ALGORITHMS)}")
+    if args.background_model_fit and "sac" in algos:
+        parser.error("--background-model-fit: SMBPO then occupies --threads + 1 cores, so its SAC pair runs in its "
+                     "own process with one more thread: --algos smbpo here, --algos sac --threads N+1 separately")
     th.set_num_threads(args.threads)
     device = th.device("cuda" if args.device == "auto" and th.cuda.is_available() else
                        ("cpu" if args.device == "auto" else args.device))

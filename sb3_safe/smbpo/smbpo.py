@@ -492,12 +492,12 @@ class SMBPO(SafetyStatsMixin, SAC):
         if self._last_model_fit_timestep is None:
             self.fit_model(self.model_initial_gradient_steps)
         elif self.num_timesteps - self._last_model_fit_timestep >= self.model_train_freq:
-            if not self.background_model_fit:
+            if self.background_model_fit:
+                self._apply_background_fit()
+                self._last_model_fit_timestep = self.num_timesteps
+                self._start_background_fit(self.model_gradient_steps)
+            else:
                 self.fit_model(self.model_gradient_steps)
-                return
-            self._apply_background_fit()
-            self._last_model_fit_timestep = self.num_timesteps
-            self._start_background_fit(self.model_gradient_steps)
 
     def _sample_start_states(self, n: int) -> th.Tensor:
         buffer = self.replay_buffer
