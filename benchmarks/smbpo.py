@@ -234,11 +234,14 @@ def sac_update_flops(model: SAC, batch_size: int) -> float:
     """FLOPs of one SAC update: forward = 2 x MACs per row, backward = 2 x forward.
 
     Actor: forward on s (with grad), on s' (no grad), backward once. Critics (all Q nets):
-    target forward on s', forward on (s, a) with backward, forward on (s, pi(s)) with backward.
+    target forward on s', forward on (s, a) with backward, forward on (s, pi(s)) with backward:
+    with SB3's ``SAC.train`` that backward computes the critics' weight gradients too (2 x forward),
+    with SMBPO's ``fused_sac_update`` only the input gradients (1 x forward).
     """
     actor = 2.0 * linear_macs(model.actor)
     critics = 2.0 * linear_macs(model.critic)  # every Q network, without the shared extractor cost
-    per_row = (actor + actor + 2 * actor) + (critics + 3 * critics + 3 * critics)
+    actor_pass_backward = 1 if getattr(model, "fused_sac_update", False) else 2
+    per_row = (actor + actor + 2 * actor) + (critics + 3 * critics + (1 + actor_pass_backward) * critics)
     return per_row * batch_size
 
 
@@ -299,6 +302,9 @@ def new_model(algo: str, env: gym.Env, args: argparse.Namespace) -> OffPolicyAlg
         "device": args.device,
     }
     if algo == "smbpo":
+        if args.fused_sac_update:
+            # Adam's fused kernel too: with one backward pass, the optimiser steps are a visible share.
+            common["policy_kwargs"] = {**common["policy_kwargs"], "optimizer_kwargs": {"fused": True}}
         return SMBPO(
             "MlpPolicy",
             env,
@@ -310,6 +316,7 @@ def new_model(algo: str, env: gym.Env, args: argparse.Namespace) -> OffPolicyAlg
             model_initial_gradient_steps=args.model_initial_gradient_steps,
             model_precision=args.model_precision,
             background_model_fit=args.background_model_fit,
+            fused_sac_update=args.fused_sac_update,
         )
     return SAC("MlpPolicy", env, **common)
 
@@ -431,6 +438,9 @@ def main() -> None:
                         help="dtype of SMBPO's ensemble hidden matmuls (float32: the paper)")
     parser.add_argument("--background-model-fit", action="store_true",
                         help="SMBPO fits its model in a background thread on one more core (not the paper's timing)")
+    parser.add_argument("--fused-sac-update", action="store_true",
+                        help="SMBPO's SAC steps with one backward pass (SMBPO(fused_sac_update=True)) and fused Adam "
+                             "kernels; SAC stays SB3's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-episodes", type=int, default=10, help="deterministic episodes of the final evaluation")
     parser.add_argument("--profile-steps", type=int, default=250, help="SMBPO steps under cProfile at the end (0: none; 250 = one model fit)")

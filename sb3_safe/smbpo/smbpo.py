@@ -29,6 +29,7 @@ from stable_baselines3.sac.policies import SACPolicy
 
 from sb3_safe.common.cost import env_name
 from sb3_safe.common.dynamics import PRECISIONS, EnsembleFitResult, GaussianEnsemble, fit_ensemble
+from sb3_safe.common.sac_update import fused_sac_train
 from sb3_safe.common.safety_stats import SafetyStats, SafetyStatsMixin
 from sb3_safe.smbpo.buffers import SMBPOReplayBuffer
 from sb3_safe.smbpo.penalty import deterministic_penalty, stochastic_penalty
@@ -138,6 +139,10 @@ class SMBPO(SafetyStatsMixin, SAC):
         synchronous (``False``, the default). Results stay reproducible: each fit works on its own
         copy of the data with its own random generator, and is applied at a fixed step whatever the
         threads' timing. The initial fit is synchronous in both modes.
+    :param fused_sac_update: run SAC's gradient steps with one backward pass for the entropy, critic
+        and actor losses (:func:`~sb3_safe.common.sac_update.fused_sac_train`) instead of SB3's three:
+        about a fifth less time per step on a CPU. The actor loss then reads the critics before this
+        step's critic update (SB3 reads them after it). Off by default (SB3's ``SAC.train``)
     :param _init_setup_model: whether to build the networks at creation
     """
 
@@ -194,6 +199,7 @@ class SMBPO(SafetyStatsMixin, SAC):
         model_holdout_fraction: float = 0.1,
         model_precision: str = "float32",
         background_model_fit: bool = False,
+        fused_sac_update: bool = False,
         _init_setup_model: bool = True,
     ) -> None:
         self.actor_learning_rate = actor_learning_rate
@@ -217,6 +223,7 @@ class SMBPO(SafetyStatsMixin, SAC):
         self.model_holdout_fraction = model_holdout_fraction
         self.model_precision = model_precision
         self.background_model_fit = background_model_fit
+        self.fused_sac_update = fused_sac_update
         # Training state that save/load must carry (set here, so that load's __dict__ update wins).
         self.penalty_c = float(penalty) if not isinstance(penalty, str) else math.nan
         self.reward_min = math.inf
@@ -554,7 +561,10 @@ class SMBPO(SafetyStatsMixin, SAC):
         n_stored, n_unsafe = self.model_rollouts(self.rollout_batch_size * new_steps)
         self._model_transitions_since_dump += n_stored
         self._model_violations_since_dump += n_unsafe
-        super().train(gradient_steps, batch_size)
+        if self.fused_sac_update:
+            fused_sac_train(self, gradient_steps, batch_size)
+        else:
+            super().train(gradient_steps, batch_size)
         self._record_model_logs()
 
     def _record_model_logs(self) -> None:
