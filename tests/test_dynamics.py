@@ -152,6 +152,17 @@ def test_bfloat16_precision_runs_only_the_hidden_matmuls_in_bfloat16() -> None:
         GaussianEnsemble(obs_dim=3, action_dim=2, precision="float16")
 
 
+def test_bfloat16_ensemble_samples_rollout_steps_in_float32() -> None:
+    # Rollout steps have few rows per member, where bfloat16 casts cost more than they save.
+    model = GaussianEnsemble(obs_dim=3, action_dim=2, n_members=2, hidden_size=16, n_trunk_layers=2, precision="bfloat16")
+    float32_copy = GaussianEnsemble(obs_dim=3, action_dim=2, n_members=2, hidden_size=16, n_trunk_layers=2)
+    float32_copy.load_state_dict(model.state_dict())
+    obs, actions = th.randn(6, 3), th.randn(6, 2)
+    samples = [m.sample_step(obs, actions, generator=th.Generator().manual_seed(1)) for m in (model, float32_copy)]
+    assert th.equal(samples[0][0], samples[1][0]) and th.equal(samples[0][1], samples[1][1])
+    assert not th.equal(model(th.cat([obs, actions], 1))[0], float32_copy(th.cat([obs, actions], 1))[0])
+
+
 def test_bfloat16_ensemble_fits_a_known_linear_system() -> None:
     obs, act, next_obs, rewards = linear_system(2000)
     th.manual_seed(0)

@@ -332,6 +332,18 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert loaded.num_timesteps == 220 and loaded.n_model_fits > model.n_model_fits
 
 
+def test_fused_sac_update_trains_and_survives_save_load(tmp_path: Path) -> None:
+    model = SMBPO("MlpPolicy", "SafePendulum-v0", **TINY, fused_sac_update=True)
+    writer = capture_logger(model)
+    critic_before = [p.detach().clone() for p in model.critic.parameters()]
+    model.learn(210, log_interval=1)  # one 200-step episode: one log dump
+    assert model._n_updates == (210 - 100) * TINY["gradient_steps"]
+    assert not any(th.equal(a, b) for a, b in zip(critic_before, model.critic.parameters()))
+    assert {"train/critic_loss", "train/actor_loss", "train/ent_coef", "train/penalty_c"} <= writer.keys
+    model.save(tmp_path / "smbpo")
+    assert SMBPO.load(tmp_path / "smbpo").fused_sac_update
+
+
 def test_bfloat16_model_precision_trains_and_survives_save_load(tmp_path: Path) -> None:
     model = SMBPO("MlpPolicy", "SafePendulum-v0", **TINY, model_precision="bfloat16")
     model.learn(160)

@@ -49,14 +49,21 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: th.Tensor) -> th.Tensor:
+    def forward(self, x: th.Tensor, full_precision: bool = False) -> th.Tensor:
         """:param x: inputs of shape ``(members, batch, in_features)``
+        :param full_precision: compute in float32 whatever ``compute_dtype``
         :return: outputs of shape ``(members, batch, out_features)``"""
-        dtype = self.compute_dtype
+        dtype = th.float32 if full_precision else self.compute_dtype
         return th.baddbmm(self.bias.to(dtype), x.to(dtype), self.weight.to(dtype))
 
 
 PRECISIONS = {"float32": th.float32, "bfloat16": th.bfloat16}
+
+
+def _run_layers(layers: nn.Sequential, x: th.Tensor, full_precision: bool) -> th.Tensor:
+    for layer in layers:
+        x = layer(x, full_precision) if isinstance(layer, EnsembleLinear) else layer(x)
+    return x
 
 
 def _ensemble_mlp(
@@ -103,7 +110,8 @@ class GaussianEnsemble(nn.Module):
         parameters, the normalisation and the loss stay float32: mixed precision. On a CPU with
         bfloat16 matrix units (AMX) a model update of the paper's size took about a quarter less
         time, with a test error within the seed-to-seed spread (docs/benchmarks.md). Not in the
-        paper, which trains in float32.
+        paper, which trains in float32. :meth:`sample_step` (model rollouts) always computes in
+        float32.
     """
 
     def __init__(
@@ -178,23 +186,28 @@ class GaussianEnsemble(nn.Module):
         return (targets - self.output_mean) / self.output_std
 
     # ------------------------------------------------------------------ forward passes
-    def forward(self, inputs: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+    def forward(
+        self, inputs: th.Tensor, full_precision: bool = False
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
         """All members on (normalised-space) outputs in one pass.
 
         :param inputs: raw ``[s, a]``, shape ``(batch, in)`` (the same rows for every member)
             or ``(members, batch, in)`` (one batch per member, used for bootstrapped training)
+        :param full_precision: every layer in float32, whatever ``precision``
         :return: normalised mean and soft-clamped log-variance, each ``(members, batch, obs_dim + 1)``,
             and the violation logits ``(members, batch, 1)`` (``None`` without a violation head)
         """
         x = (inputs - self.input_mean) / self.input_std
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(self.n_members, -1, -1)
-        z = self.trunk(x)
-        mean = self.mean_head(z)
-        logvar = self.logvar_head(z)
+        z = _run_layers(self.trunk, x, full_precision)
+        mean = _run_layers(self.mean_head, z, full_precision)
+        logvar = _run_layers(self.logvar_head, z, full_precision)
         logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
         logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
-        violation_logit = self.violation_branch(z) if self.violation_branch is not None else None
+        violation_logit = (
+            _run_layers(self.violation_branch, z, full_precision) if self.violation_branch is not None else None
+        )
         return mean, logvar, violation_logit
 
     def loss(
@@ -262,7 +275,9 @@ class GaussianEnsemble(nn.Module):
         inputs = th.cat([inputs, inputs[th.arange(padded - batch, device=device) % batch]])
         order = th.randperm(padded, device=device, generator=generator)
         grouped = inputs[order].view(per_member, self.n_members, -1).transpose(0, 1)
-        mean, logvar, violation_logit = self(grouped)
+        # float32 whatever ``precision``: with the few rows per member of a rollout step, casting the
+        # weights to bfloat16 costs more than the bfloat16 matmuls save (docs/benchmarks.md).
+        mean, logvar, violation_logit = self(grouped, full_precision=True)
 
         def ungroup(values: th.Tensor) -> th.Tensor:
             flat = values.transpose(0, 1).reshape(padded, -1)

@@ -129,8 +129,8 @@ class SMBPO(SafetyStatsMixin, SAC):
         ``train/model_holdout_mse``
     :param model_precision: ``"float32"`` (the paper) or ``"bfloat16"``: the dtype of the ensemble's
         hidden-to-hidden matmuls (mixed precision, see
-        :class:`~sb3_safe.common.dynamics.GaussianEnsemble`); faster model fits and rollouts on CPUs
-        with bfloat16 matrix units (AMX) and on GPUs
+        :class:`~sb3_safe.common.dynamics.GaussianEnsemble`); faster model fits on CPUs with bfloat16
+        matrix units (AMX) and on GPUs (rollouts compute in float32 either way)
     :param background_model_fit: run the periodic model fits in a background thread, beside the SAC
         updates (a second CPU core; give torch one thread per core, ``torch.set_num_threads``). At
         each fit period the fit started one period earlier is waited for and swapped into the model

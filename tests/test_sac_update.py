@@ -1,0 +1,95 @@
+"""Tests of the one-backward SAC step (sb3_safe.common.sac_update.fused_sac_train) against SB3's SAC.train."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import SAC
+from stable_baselines3.common.logger import configure
+
+import sb3_safe  # noqa: F401 - registers the safe envs
+from sb3_safe.common.sac_update import fused_sac_train
+
+
+def sac_with_data(learning_rate: float, **kwargs: Any) -> SAC:
+    model = SAC("MlpPolicy", "SafePendulum-v0", learning_rate=learning_rate, learning_starts=0, batch_size=16,
+                policy_kwargs={"net_arch": [16, 16], "optimizer_class": th.optim.SGD}, seed=0, device="cpu", **kwargs)
+    model.set_logger(configure(None, []))
+    rng = np.random.default_rng(0)
+    for _ in range(64):
+        obs, next_obs = rng.normal(size=(2, 1, 3)).astype(np.float32)
+        model.replay_buffer.add(obs, next_obs, rng.uniform(-1, 1, (1, 1)), rng.normal(size=1), np.array([False]), [{}])
+    return model
+
+
+def seed_minibatch_and_noise() -> None:
+    np.random.seed(0)  # the replay buffer's minibatch
+    th.manual_seed(0)  # the actor's action samples
+
+
+def gradients_at_each_step(model: SAC, train: Any) -> dict[str, list[th.Tensor]]:
+    """Run one gradient step of ``train`` and record the gradients each optimiser steps with."""
+    optimizers = {"actor": model.actor.optimizer, "critic": model.critic.optimizer, "ent_coef": model.ent_coef_optimizer}
+    recorded: dict[str, list[th.Tensor]] = {}
+    for name, optimizer in optimizers.items():
+        step = optimizer.step
+
+        def recording_step(*args: Any, _name: str = name, _optimizer: Any = optimizer, _step: Any = step) -> Any:
+            recorded[_name] = [p.grad.clone() for group in _optimizer.param_groups for p in group["params"]]
+            return _step(*args)
+
+        optimizer.step = recording_step  # type: ignore[method-assign]
+    seed_minibatch_and_noise()
+    train(model)
+    return recorded
+
+
+def test_fused_step_has_sb3s_gradients_for_every_loss() -> None:
+    # Learning rate 0: SB3's actor loss then reads the same critics as the fused step, so every
+    # optimiser must get exactly SB3's gradients (and none of the actor loss's reaches the critics).
+    sb3_model = sac_with_data(learning_rate=0.0)
+    fused_model = copy.deepcopy(sb3_model)
+    expected = gradients_at_each_step(sb3_model, lambda m: m.train(1, 16))
+    got = gradients_at_each_step(fused_model, lambda m: fused_sac_train(m, 1, 16))
+    assert set(got) == {"actor", "critic", "ent_coef"}
+    for name in expected:
+        for expected_grad, grad in zip(expected[name], got[name], strict=True):
+            assert th.allclose(grad, expected_grad, atol=1e-6), name
+    assert all(p.requires_grad for p in fused_model.critic.parameters())
+
+
+def test_fused_step_updates_critics_and_targets_as_sb3() -> None:
+    sb3_model = sac_with_data(learning_rate=0.05)
+    fused_model = copy.deepcopy(sb3_model)
+    target_before = [p.detach().clone() for p in fused_model.critic_target.parameters()]
+    for model, train in ((sb3_model, lambda m: m.train(1, 16)), (fused_model, lambda m: fused_sac_train(m, 1, 16))):
+        seed_minibatch_and_noise()
+        train(model)
+    # The critic and entropy updates are SB3's; the actor update differs (it read the pre-update critics).
+    for sb3_param, param in zip(sb3_model.critic.parameters(), fused_model.critic.parameters(), strict=True):
+        assert th.allclose(param, sb3_param, atol=1e-6)
+    assert th.allclose(fused_model.log_ent_coef, sb3_model.log_ent_coef)
+    tau = fused_model.tau
+    for before, critic, target in zip(
+        target_before, fused_model.critic.parameters(), fused_model.critic_target.parameters(), strict=True
+    ):
+        assert th.allclose(target, (1 - tau) * before + tau * critic, atol=1e-7)
+    assert fused_model._n_updates == 1
+
+
+@pytest.mark.parametrize("ent_coef", ["auto", 0.1])
+def test_fused_steps_log_sb3s_keys(ent_coef: Any) -> None:
+    model = sac_with_data(learning_rate=1e-3, ent_coef=ent_coef)
+    values: dict[str, Any] = {}
+    model.logger.record = lambda key, value, exclude=None: values.__setitem__(key, value)  # type: ignore[method-assign]
+    fused_sac_train(model, 3, 16)
+    expected = {"train/n_updates", "train/ent_coef", "train/actor_loss", "train/critic_loss", "train/learning_rate"}
+    assert expected | ({"train/ent_coef_loss"} if ent_coef == "auto" else set()) == set(values)
+    assert values["train/n_updates"] == 3
+    assert all(np.isfinite(v) for v in values.values())
+    if ent_coef != "auto":
+        assert values["train/ent_coef"] == pytest.approx(0.1)
