@@ -262,10 +262,11 @@ def smbpo_extra_flops_per_step(model: SMBPO, model_rows_per_step: float, model_u
 def profile_smbpo(model: SMBPO, steps: int) -> dict[str, float]:
     """Share of the wall time of ``steps`` more training steps spent in each part of SMBPO's work.
 
-    cProfile's cumulative times of the functions that do each part: SAC's updates (``SAC.train``),
-    the model fits (``SMBPO._maybe_fit_model``; with ``--background-model-fit`` only the main thread's
-    share of them: waiting for a fit that has not finished and copying the data for the next) and the
-    model rollouts (``SMBPO.model_rollouts``); the rest is env stepping, acting, buffer writes and logging.
+    cProfile's cumulative times of the functions that do each part: SAC's updates (``SAC.train`` or
+    ``fused_sac_train``), the model fits (``SMBPO._maybe_fit_model``; with ``--background-model-fit`` only
+    the main thread's share of them: waiting for a fit that has not finished and copying the data for the
+    next) and the model rollouts (``SMBPO.model_rollouts``); the rest is env stepping, acting, buffer writes
+    and logging.
     """
     profiler = cProfile.Profile()
     start = time.perf_counter()
@@ -277,7 +278,7 @@ def profile_smbpo(model: SMBPO, steps: int) -> dict[str, float]:
         return sum(t for (path, fn), t in cumulative.items() if fn == name and path.endswith(path_end))
 
     parts = {
-        "sac_updates": seconds("train", "sac/sac.py"),
+        "sac_updates": seconds("train", "sac/sac.py") + seconds("fused_sac_train", "common/sac_update.py"),
         "model_fits": seconds("_maybe_fit_model", "smbpo/smbpo.py"),
         "model_rollouts": seconds("model_rollouts", "smbpo/smbpo.py"),
     }

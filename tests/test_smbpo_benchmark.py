@@ -20,6 +20,7 @@ def tiny_args(out_dir: Path, resume: bool) -> argparse.Namespace:
         env="SafePendulum-v0", steps=300, learning_starts=100, gradient_steps=1, batch_size=32,
         target_entropy=-1.0, seed=0, device="cpu", threads=1, out_dir=out_dir,
         checkpoint_every=100, resume=resume, background_model_fit=False,
+        fused_sac_update=False,
     )
 
 
