@@ -381,16 +381,31 @@ def test_background_model_fit_runs_beside_training_and_applies_each_fit_one_peri
     monkeypatch.setattr(SMBPO, "_fit_dynamics", recording_fit)
     model = SMBPO("MlpPolicy", "SafePendulum-v0", **TINY, background_model_fit=True)
     model.learn(250)
-    # Initial fit at step 101 in the main thread; fits started at steps 151 and 201 in the background,
-    # the first applied at step 201, the second finished when learn() returns and applied at the next period.
-    assert threads[0] == threading.current_thread().name
-    assert len(threads) == 3 and all(name.startswith("smbpo-model-fit") for name in threads[1:])
+    # Initial fit at step 101, waited for; fits started at steps 151 and 201 in the background, the
+    # first applied at step 201, the second finished when learn() returns and applied at the next period.
+    assert len(threads) == 3 and all(name.startswith("smbpo-model-fit") for name in threads)
     assert model.n_model_fits == 2 and model.model_updates_done == 50 + 20 + 20
     assert model._unapplied_fit is not None and model._unapplied_fit.n_updates == 20
     assert model.rollout_dynamics is not model.dynamics
     differs = [not th.equal(value, model.rollout_dynamics.state_dict()[key])
                for key, value in model.dynamics.state_dict().items()]
     assert any(differs)  # the rollouts still use the model of the fit started at step 151
+
+
+def _flushes_denormals() -> bool:
+    return float((th.tensor([1e-39]) * 1.0)[0]) == 0.0
+
+
+@pytest.mark.parametrize("background_model_fit", [False, True])
+def test_model_fits_run_in_a_thread_that_flushes_denormals_and_leave_the_callers_setting(
+    background_model_fit: bool,
+) -> None:
+    model = SMBPO("MlpPolicy", "SafePendulum-v0", **TINY, background_model_fit=background_model_fit)
+    model.learn(160)
+
+    assert model._fit_executor is not None
+    assert model._fit_executor.submit(_flushes_denormals).result()
+    assert not _flushes_denormals()
 
 
 def test_background_model_fit_is_reproducible_whatever_the_thread_timing() -> None:

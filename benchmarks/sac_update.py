@@ -1,0 +1,132 @@
+"""Time per SAC gradient step: SB3's ``SAC.train`` against ``fused_sac_train`` (SMBPO's ``fused_sac_update``).
+
+Four variants on one env's network sizes (SafeHopper-v0 and 2 x 256 networks by default, batch 256):
+SB3's ``SAC.train`` and ``fused_sac_train`` (one backward pass for the three losses, critics frozen for
+the actor loss), each with torch's default Adam and with its fused kernel
+(``policy_kwargs=dict(optimizer_kwargs=dict(fused=True))``). Each variant is a SAC with the same seed
+whose replay buffer holds ``--warmup`` random steps; the variants then take turns, ``--repeats``
+times, each timing ``--updates`` gradient steps, so that slow phases of the machine hit all of them.
+Writes ``<out>/sac_update.json`` (every timing, the median ms per update, the ratios to SB3's) and
+``<out>/sac_update.png``.
+
+Usage::
+
+    python benchmarks/sac_update.py --env SafeHopper-v0 --threads 1 --out bench_out/sac_update
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import torch as th
+from stable_baselines3 import SAC
+
+import sb3_safe  # noqa: F401 - registers the safe envs
+from sb3_safe.common.sac_update import fused_sac_train
+
+# name -> (fused_sac_train?, fused Adam?)
+VARIANTS: dict[str, tuple[bool, bool]] = {
+    "sb3": (False, False),
+    "sb3_fused_adam": (False, True),
+    "fused": (True, False),
+    "fused_fused_adam": (True, True),
+}
+
+
+def warmed_up_sac(env_id: str, fused_adam: bool, args: argparse.Namespace) -> SAC:
+    """A SAC whose replay buffer holds ``args.warmup`` uniform-random steps and which has not updated yet."""
+    policy_kwargs: dict = {"net_arch": [256, 256]}
+    if fused_adam:
+        policy_kwargs["optimizer_kwargs"] = {"fused": True}
+    model = SAC(
+        "MlpPolicy",
+        gym.make(env_id),
+        learning_starts=args.warmup,
+        batch_size=args.batch_size,
+        policy_kwargs=policy_kwargs,
+        seed=args.seed,
+        device="cpu",
+    )
+    model.learn(args.warmup)
+    return model
+
+
+def seconds_per_update(model: SAC, fused_update: bool, updates: int, batch_size: int) -> float:
+    start = time.perf_counter()
+    if fused_update:
+        fused_sac_train(model, updates, batch_size)
+    else:
+        model.train(updates, batch_size)
+    return (time.perf_counter() - start) / updates
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def plot(median_ms: dict[str, float], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    names = list(median_ms)
+    ax.bar(names, [median_ms[name] for name in names], color=["tab:gray", "tab:gray", "tab:blue", "tab:blue"])
+    ax.set_ylabel("ms per gradient step (median)")
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="SafeHopper-v0")
+    parser.add_argument("--warmup", type=int, default=1000, help="random steps in the replay buffer")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--updates", type=int, default=200, help="gradient steps per timing")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("bench_out/sac_update"))
+    args = parser.parse_args()
+    th.set_num_threads(args.threads)
+
+    models = {name: warmed_up_sac(args.env, fused_adam, args) for name, (_, fused_adam) in VARIANTS.items()}
+    for name, model in models.items():  # untimed: first calls allocate and warm the caches
+        seconds_per_update(model, VARIANTS[name][0], 20, args.batch_size)
+    timings: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for _ in range(args.repeats):
+        for name, model in models.items():
+            timings[name].append(1e3 * seconds_per_update(model, VARIANTS[name][0], args.updates, args.batch_size))
+    median_ms = {name: statistics.median(values) for name, values in timings.items()}
+    report = {
+        "config": {key: str(value) for key, value in vars(args).items()},
+        "machine": {"cpu": cpu_model(), "torch": th.__version__, "torch_threads": th.get_num_threads()},
+        "ms_per_update": timings,
+        "median_ms_per_update": median_ms,
+        "ratio_to_sb3": {name: median_ms[name] / median_ms["sb3"] for name in VARIANTS},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "sac_update.json").write_text(json.dumps(report, indent=1))
+    title = f"SAC gradient step, {args.env}, batch {args.batch_size}, {args.threads} thread(s)"
+    plot(median_ms, args.out / "sac_update.png", title)
+    print(json.dumps({k: report[k] for k in ("machine", "median_ms_per_update", "ratio_to_sb3")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""benchmarks/sac_update.py times like against like: same replay data, the optimiser and update it names."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+from benchmark_modules import load_benchmark
+
+micro = load_benchmark("sac_update")
+
+
+def _args() -> argparse.Namespace:
+    return argparse.Namespace(warmup=64, batch_size=16, seed=3)
+
+
+def test_variants_share_the_replay_data_and_differ_in_the_optimizer() -> None:
+    plain = micro.warmed_up_sac("SafePendulum-v0", False, _args())
+    fused_adam = micro.warmed_up_sac("SafePendulum-v0", True, _args())
+
+    assert plain.replay_buffer.size() == fused_adam.replay_buffer.size() == 64
+    np.testing.assert_array_equal(plain.replay_buffer.observations, fused_adam.replay_buffer.observations)
+    assert plain._n_updates == fused_adam._n_updates == 0
+    assert not plain.actor.optimizer.defaults.get("fused")
+    assert fused_adam.actor.optimizer.defaults["fused"] and fused_adam.critic.optimizer.defaults["fused"]
+
+
+def test_each_timing_runs_the_requested_updates_with_the_named_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    fused_calls: list[int] = []
+    fused_sac_train = micro.fused_sac_train
+
+    def recording_fused_sac_train(model, gradient_steps, batch_size):  # type: ignore[no-untyped-def]
+        fused_calls.append(gradient_steps)
+        fused_sac_train(model, gradient_steps, batch_size)
+
+    monkeypatch.setattr(micro, "fused_sac_train", recording_fused_sac_train)
+    for fused_update in (False, True):
+        model = micro.warmed_up_sac("SafePendulum-v0", False, _args())
+        before = [p.detach().clone() for p in model.critic.parameters()]
+
+        seconds = micro.seconds_per_update(model, fused_update, 3, 16)
+
+        assert seconds > 0.0
+        assert fused_calls == ([3] if fused_update else [])
+        assert model._n_updates == 3
+        assert any(not np.allclose(b, p.detach()) for b, p in zip(before, model.critic.parameters()))
