@@ -428,8 +428,9 @@ class SMBPO(SafetyStatsMixin, SAC):
     def fit_model(self, n_updates: int) -> EnsembleFitResult:
         """Fit the dynamics ensemble on all real data now and recompute the penalty ``C``.
 
-        With ``background_model_fit`` a running background fit is waited for first, and the rollout
-        model takes the result at once.
+        The fit runs in SMBPO's model-fit thread (which flushes denormal floats to zero) while the
+        caller waits. With ``background_model_fit`` a running background fit is waited for first, and
+        the rollout model takes the result at once.
 
         :param n_updates: number of Adam updates
         :return: the fit summary (also kept in :attr:`last_model_fit`)
@@ -477,10 +478,10 @@ class SMBPO(SafetyStatsMixin, SAC):
         """The thread that runs every model fit: in the background with ``background_model_fit``,
         otherwise while the main thread waits."""
         if self._fit_executor is None:
-            # Flush denormal floats to zero in the fitting thread: Adam's second moments of the
-            # ensemble's rarely used weights decay into denormals, which x86 CPUs process many times
-            # slower (the fused Adam step took 4.6 instead of 0.9 ms, docs/benchmarks.md). Flushing
-            # is a per-thread CPU setting, so the user's threads keep theirs.
+            # Flush denormal floats to zero in the fitting thread: Adam's moments of weights with
+            # zero gradient (fed by dead ReLU units) decay into denormals, which x86 CPUs process many
+            # times slower (the fused Adam step took 4.6 instead of 0.9 ms, docs/benchmarks.md).
+            # Flushing is a per-thread CPU setting, so the user's threads keep theirs.
             self._fit_executor = ThreadPoolExecutor(
                 max_workers=1,
                 thread_name_prefix="smbpo-model-fit",
