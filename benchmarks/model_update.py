@@ -4,8 +4,8 @@ SMBPO fits its ensemble in a thread that flushes denormal floats to zero (``torc
 a per-thread setting). This script measures what that buys: it fits an ensemble of the paper's size
 (5 members, 3 x 200 trunk, 200-unit heads, batch 256 per member, fused Adam) on synthetic transitions
 of ``--obs-dim`` / ``--action-dim``, with the flag off and with it on (set around each call). Each
-variant first trains ``--pretrain`` updates (Adam's second moments of rarely used weights decay during
-training, which is where denormals come from), then times ``--repeats`` fits of ``--updates`` updates,
+variant first trains ``--pretrain`` updates (Adam's moments of weights with zero gradient, fed by dead
+ReLU units, decay during training: that is where denormals come from), then times ``--repeats`` fits of ``--updates`` updates,
 the two variants in turns, and profiles one more fit with the torch profiler. Writes
 ``<out>/model_update.json`` (ms per update of every timing, the median, and the ten operators with the
 largest self time per update) and ``<out>/model_update.png``.
@@ -33,7 +33,7 @@ from sb3_safe.common.dynamics import GaussianEnsemble, fit_ensemble
 
 
 @contextmanager
-def flush_denormal(flag: bool) -> Iterator[None]:
+def denormals_flushed(flag: bool) -> Iterator[None]:
     """Denormals flushed to zero (``flag``) or kept in this thread; kept again afterwards (the default)."""
     th.set_flush_denormal(flag)
     try:
@@ -59,7 +59,7 @@ class EnsembleFit:
         self.flush_denormal = flush_denormal
 
     def _fit(self, n_updates: int) -> None:
-        with flush_denormal(self.flush_denormal):
+        with denormals_flushed(self.flush_denormal):
             fit_ensemble(
                 self.model, self.optimizer, self.obs, self.actions, self.next_obs, self.rewards, n_updates,
                 batch_size=self.batch_size,
