@@ -7,6 +7,7 @@ import pytest
 import torch as th
 
 from sb3_safe.common.dynamics import EnsembleLinear, GaussianEnsemble, fit_ensemble
+from sb3_safe.common.holdout import persistent_holdout_split
 
 
 def linear_system(n: int, seed: int = 0) -> tuple[th.Tensor, ...]:
@@ -48,6 +49,22 @@ def test_logvar_stays_between_learned_bounds() -> None:
     assert bool((logvar <= model.max_logvar + 1e-3).all())
     assert bool((logvar >= model.min_logvar - 1e-3).all())
     assert float(logvar.max()) > 0.4 and float(logvar.min()) < -9.9  # huge inputs do reach both bounds
+
+
+def test_rows_held_out_by_a_fit_are_never_trained_on_by_later_fits_on_more_data() -> None:
+    # NaN targets on the rows held out of the larger data set: one of them in a minibatch would
+    # turn the loss and every weight NaN, as a split re-drawn at each fit would do.
+    obs, act, next_obs, rewards = linear_system(2000)
+    holdout, _ = persistent_holdout_split(2000, 0.1)
+    next_obs[holdout] = float("nan")
+    th.manual_seed(0)
+    model = GaussianEnsemble(obs_dim=3, action_dim=2, n_members=2, hidden_size=16, n_trunk_layers=1)
+    optimizer = th.optim.Adam(model.parameters(), lr=1e-3)
+    for n in (1000, 2000):
+        result = fit_ensemble(model, optimizer, obs[:n], act[:n], next_obs[:n], rewards[:n], n_updates=200, batch_size=64)
+        assert result.n_holdout == n // 10
+        assert th.isfinite(th.tensor(result.loss))
+    assert all(bool(th.isfinite(parameter).all()) for parameter in model.parameters())
 
 
 def test_ensemble_fits_a_known_linear_system() -> None:

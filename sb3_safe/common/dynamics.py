@@ -21,6 +21,7 @@ import torch as th
 from torch import nn
 from torch.nn import functional as F
 
+from sb3_safe.common.holdout import persistent_holdout_split
 from sb3_safe.common.normalization import std_or_one
 
 
@@ -339,10 +340,12 @@ def fit_ensemble(
     :param rewards: rewards ``(n,)``
     :param n_updates: number of optimizer steps
     :param batch_size: minibatch size per member
-    :param holdout_fraction: fraction of the rows held out (and never trained on in this call)
+    :param holdout_fraction: fraction of the rows held out; a row's side depends only on its index
+        (:func:`~sb3_safe.common.holdout.persistent_holdout_split`), so with data that only grows
+        between calls the held-out rows were never trained on by earlier calls either
     :param max_holdout: cap on the number of held-out rows
     :param violations: 0/1 violation labels ``(n,)``, required when the model has a violation head
-    :param generator: optional torch random generator (for reproducible splits and minibatches)
+    :param generator: optional torch random generator (for reproducible minibatches)
     :return: the fit summary
     """
     n = obs.shape[0]
@@ -359,9 +362,8 @@ def fit_ensemble(
     targets = th.cat([next_obs - obs, rewards.reshape(-1, 1)], dim=-1)
     labels = violations.reshape(-1, 1).float() if violations is not None else None
 
-    perm = th.randperm(n, device=device, generator=generator)
-    n_holdout = min(int(n * holdout_fraction), max_holdout)
-    holdout_idx, train_idx = perm[:n_holdout], perm[n_holdout:]
+    holdout_idx, train_idx = persistent_holdout_split(n, holdout_fraction, max_holdout, device)
+    n_holdout = len(holdout_idx)
     model.fit_normalizers(inputs[train_idx], targets[train_idx])
 
     pos_weight = 1.0

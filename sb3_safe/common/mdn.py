@@ -25,6 +25,7 @@ import torch as th
 from torch import nn
 from torch.nn import functional as F
 
+from sb3_safe.common.holdout import persistent_holdout_split
 from sb3_safe.common.normalization import std_or_one
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -428,9 +429,11 @@ class MDNDynamicsModel(nn.Module):
 
         The normalisers are recomputed on all the data, then the weights (kept from the previous
         fit: warm start) are trained for ``epochs`` epochs of Adam on minibatches. With
-        ``holdout_fraction > 0`` a random split is held out; with ``early_stopping_patience`` set,
-        training stops after that many epochs without a better held-out NLL and the best weights
-        are restored.
+        ``holdout_fraction > 0`` (and at least 10 rows) a split is held out that depends only on
+        the row index (:func:`~sb3_safe.common.holdout.persistent_holdout_split`): when the data
+        set only grows between fits, the held-out rows were not trained on by earlier fits of the
+        warm-started weights either. With ``early_stopping_patience`` set, training stops after
+        that many epochs without a better held-out NLL and the best weights are restored.
 
         :param observations: shape (n, observation_dim)
         :param actions: shape (n, action_dim), or (n,) indices for discrete actions
@@ -443,7 +446,7 @@ class MDNDynamicsModel(nn.Module):
         :param holdout_fraction: fraction of the data held out to measure the NLL, in [0, 1)
         :param early_stopping_patience: epochs without held-out improvement before stopping
             (None: always run ``epochs``)
-        :param rng: random generator for the split and the minibatch order
+        :param rng: random generator for the minibatch order
         :return: the losses and the number of epochs run
         """
         n = len(observations)
@@ -471,9 +474,11 @@ class MDNDynamicsModel(nn.Module):
         inputs = (raw_inputs - self.input_mean) / self.input_std
         targets = (targets_raw - self.target_mean) / self.target_std
 
-        order = rng.permutation(n)
-        n_holdout = int(round(holdout_fraction * n)) if n >= 10 else 0
-        val_idx, train_idx = order[:n_holdout], order[n_holdout:]
+        if n >= 10:
+            val_idx, train_idx = persistent_holdout_split(n, holdout_fraction, device=device)
+        else:
+            val_idx, train_idx = th.arange(0, device=device), th.arange(n, device=device)
+        n_holdout = len(val_idx)
         val_x, val_y = inputs[val_idx], targets[val_idx]
         best_val, best_state, stale, train_loss, epochs_run = math.inf, None, 0, math.nan, 0
         self.train()
