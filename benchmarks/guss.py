@@ -33,6 +33,7 @@ import numpy as np
 import torch as th
 import yaml
 from bench_params import parse_overrides
+from bench_plots import saved_figure
 
 import sb3_safe  # noqa: F401 - registers the envs
 from sb3_safe.common.metrics import TrainingLog, summarize
@@ -113,28 +114,20 @@ def run_one(
 
 
 def plot(results: Results, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, len(results), figsize=(6 * len(results), 7), squeeze=False)
-    for column, (env_id, per_algo) in enumerate(results.items()):
-        for algo, runs in per_algo.items():
-            for row, key in enumerate(("returns", "p_unsafe")):
-                curves = np.array([run[key] for run in runs])
-                epochs = np.arange(1, curves.shape[1] + 1)
-                axis = axes[row, column]
-                axis.plot(epochs, curves.mean(axis=0), label=algo)
-                axis.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), alpha=0.2)
-        axes[0, column].set_title(env_id)
-        axes[0, column].set_ylabel("episode return")
-        axes[1, column].set_ylabel("p(unsafe) [%]")
-        axes[1, column].set_xlabel("epoch (episode)")
-        axes[0, column].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with saved_figure(path, 2, len(results), figsize=(6 * len(results), 7), squeeze=False) as (fig, axes):
+        for column, (env_id, per_algo) in enumerate(results.items()):
+            for algo, runs in per_algo.items():
+                for row, key in enumerate(("returns", "p_unsafe")):
+                    curves = np.array([run[key] for run in runs])
+                    epochs = np.arange(1, curves.shape[1] + 1)
+                    axis = axes[row, column]
+                    axis.plot(epochs, curves.mean(axis=0), label=algo)
+                    axis.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), alpha=0.2)
+            axes[0, column].set_title(env_id)
+            axes[0, column].set_ylabel("episode return")
+            axes[1, column].set_ylabel("p(unsafe) [%]")
+            axes[1, column].set_xlabel("epoch (episode)")
+            axes[0, column].legend()
 
 
 def summarise(results: Results) -> dict[str, dict[str, Any]]:

@@ -100,6 +100,7 @@ import numpy as np
 import torch as th
 import yaml
 from bench_params import parse_overrides
+from bench_plots import saved_figure
 from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
@@ -621,32 +622,24 @@ def summarise(results: list[RunResult]) -> tuple[dict[str, Any], dict[str, Any],
 
 
 def plot(results: list[RunResult], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     env_ids = sorted({r.env_id for r in results})
     algos = sorted({r.algo for r in results})
     colours = {algo: f"C{i}" for i, algo in enumerate(algos)}
-    fig, axes = plt.subplots(len(env_ids), 3, figsize=(15, 4 * len(env_ids)), squeeze=False)
-    for row, env_id in enumerate(env_ids):
-        for result in (r for r in results if r.env_id == env_id):
-            label = f"{result.algo} s{result.seed}"
-            style = {"color": colours[result.algo], "alpha": 0.8, "label": label}
-            axes[row][0].plot(result.episode_end_steps, result.episode_returns, **style)
-            axes[row][1].plot(result.episode_end_steps, result.episode_costs, **style)
-            axes[row][2].plot(result.violation_steps, result.cumulative_violations, **style)
-        limits = sorted({r.cost_limit for r in results if r.env_id == env_id and r.cost_limit is not None})
-        for limit in limits:
-            axes[row][1].axhline(limit, color="k", linestyle="--", label=f"cost limit {limit:g}")
-        for col, title in enumerate(("episode return", "episode cost", "cumulative violations")):
-            axes[row][col].set_title(f"{env_id}: {title}")
-            axes[row][col].set_xlabel("env steps")
-        axes[row][2].legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with saved_figure(path, len(env_ids), 3, figsize=(15, 4 * len(env_ids)), squeeze=False) as (fig, axes):
+        for row, env_id in enumerate(env_ids):
+            for result in (r for r in results if r.env_id == env_id):
+                label = f"{result.algo} s{result.seed}"
+                style = {"color": colours[result.algo], "alpha": 0.8, "label": label}
+                axes[row][0].plot(result.episode_end_steps, result.episode_returns, **style)
+                axes[row][1].plot(result.episode_end_steps, result.episode_costs, **style)
+                axes[row][2].plot(result.violation_steps, result.cumulative_violations, **style)
+            limits = sorted({r.cost_limit for r in results if r.env_id == env_id and r.cost_limit is not None})
+            for limit in limits:
+                axes[row][1].axhline(limit, color="k", linestyle="--", label=f"cost limit {limit:g}")
+            for col, title in enumerate(("episode return", "episode cost", "cumulative violations")):
+                axes[row][col].set_title(f"{env_id}: {title}")
+                axes[row][col].set_xlabel("env steps")
+            axes[row][2].legend(fontsize="small")
 
 
 def comma_list(text: str) -> list[str]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch as th
+from bench_plots import saved_figure
 from torch.profiler import profile
 
 from sb3_safe.common.dynamics import GaussianEnsemble, fit_ensemble
@@ -79,25 +80,17 @@ class EnsembleFit:
 
 
 def plot(report: dict[str, Any], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     variants = list(report["median_ms_per_update"])
     ops = sorted({op for variant in variants for op in report["top_ops_ms_per_update"][variant]})
-    fig, ax = plt.subplots(figsize=(8.5, 4))
-    bottom = [0.0] * len(variants)
-    for op in ops:
-        heights = [report["top_ops_ms_per_update"][variant].get(op, 0.0) for variant in variants]
-        ax.bar(variants, heights, bottom=bottom, label=op)
-        bottom = [b + h for b, h in zip(bottom, heights)]
-    ax.set_ylabel("self CPU ms per update (top operators)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, figsize=(8.5, 4), dpi=120) as (fig, ax):
+        bottom = [0.0] * len(variants)
+        for op in ops:
+            heights = [report["top_ops_ms_per_update"][variant].get(op, 0.0) for variant in variants]
+            ax.bar(variants, heights, bottom=bottom, label=op)
+            bottom = [b + h for b, h in zip(bottom, heights)]
+        ax.set_ylabel("self CPU ms per update (top operators)")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 def main() -> None:

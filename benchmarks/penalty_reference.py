@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch as th
+from bench_plots import saved_figure
 from lagrangian import ALGOS, RunSpec, SafetyTraceCallback, build_model, evaluate, tail_mean
 
 PENALTY_WRAPPER = "sb3_safe.wrappers.cost.EarlyTerminationPenalty"
@@ -60,24 +61,16 @@ def run_one(env_id: str, algo: str, penalty: float, seed: int, timesteps: int, e
 
 
 def plot(records: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
-    for axis, mode in zip(axes, ("deterministic", "sampled")):
-        for penalty in sorted({record["penalty"] for record in records}):
-            runs = [record for record in records if record["penalty"] == penalty]
-            costs = [run[f"eval_cost_{mode}"] for run in runs]
-            axis.scatter(costs, [run[f"eval_return_{mode}"] for run in runs], label=f"C={penalty:g}")
-        axis.set_title(f"{records[0]['env_id']}: {mode} evaluation")
-        axis.set_xlabel("episode cost (fraction of episodes with a violation)")
-    axes[0].set_ylabel("episode return")
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with saved_figure(path, 1, 2, figsize=(11, 4.5), sharey=True) as (fig, axes):
+        for axis, mode in zip(axes, ("deterministic", "sampled")):
+            for penalty in sorted({record["penalty"] for record in records}):
+                runs = [record for record in records if record["penalty"] == penalty]
+                costs = [run[f"eval_cost_{mode}"] for run in runs]
+                axis.scatter(costs, [run[f"eval_return_{mode}"] for run in runs], label=f"C={penalty:g}")
+            axis.set_title(f"{records[0]['env_id']}: {mode} evaluation")
+            axis.set_xlabel("episode cost (fraction of episodes with a violation)")
+        axes[0].set_ylabel("episode return")
+        axes[0].legend()
 
 
 def main() -> None:

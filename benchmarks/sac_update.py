@@ -25,6 +25,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import torch as th
+from bench_plots import saved_figure
 from stable_baselines3 import SAC
 
 import sb3_safe  # noqa: F401 - registers the safe envs
@@ -77,20 +78,12 @@ def cpu_model() -> str:
 
 
 def plot(median_ms: dict[str, float], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    names = list(median_ms)
-    ax.bar(names, [median_ms[name] for name in names], color=["tab:gray", "tab:gray", "tab:blue", "tab:blue"])
-    ax.set_ylabel("ms per gradient step (median)")
-    ax.set_title(title, fontsize=9)
-    ax.tick_params(axis="x", labelsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, figsize=(6, 3.5), dpi=120) as (fig, ax):
+        names = list(median_ms)
+        ax.bar(names, [median_ms[name] for name in names], color=["tab:gray", "tab:gray", "tab:blue", "tab:blue"])
+        ax.set_ylabel("ms per gradient step (median)")
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", labelsize=8)
 
 
 def main() -> None:

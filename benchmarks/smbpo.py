@@ -47,6 +47,7 @@ from typing import Any
 
 import gymnasium as gym
 import torch as th
+from bench_plots import saved_figure
 from stable_baselines3 import SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
@@ -404,22 +405,14 @@ def final_evaluation(model: BaseAlgorithm, env_id: str, n_episodes: int, seed: i
 
 
 def plot(results: dict[str, dict[str, Any]], path: Path, env_id: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, result in results.items():
-        left.plot(result["steps"], result["cumulative_violations"], label=name)
-        right.plot(result["episode_end_steps"], result["episode_returns"], ".-", label=name)
-    left.set(xlabel="env steps", ylabel="cumulative violations", title=f"{env_id}: violations")
-    right.set(xlabel="env steps", ylabel="episode return", title=f"{env_id}: return")
-    left.legend()
-    right.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, 1, 2, figsize=(11, 4), dpi=120) as (fig, (left, right)):
+        for name, result in results.items():
+            left.plot(result["steps"], result["cumulative_violations"], label=name)
+            right.plot(result["episode_end_steps"], result["episode_returns"], ".-", label=name)
+        left.set(xlabel="env steps", ylabel="cumulative violations", title=f"{env_id}: violations")
+        right.set(xlabel="env steps", ylabel="episode return", title=f"{env_id}: return")
+        left.legend()
+        right.legend()
 
 
 def main() -> None:

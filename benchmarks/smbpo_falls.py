@@ -44,6 +44,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
+from bench_plots import saved_figure
 
 import sb3_safe  # noqa: F401 - registers the safe envs
 from sb3_safe.smbpo import SMBPO
@@ -239,38 +240,30 @@ def analyse(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = report["look_back"]
     ks = [row["k"] for row in rows]
-    fig, (ax_rates, ax_q) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_rates.plot(ks, [row["model_hit_rate"] for row in rows], "o-", label="model rollouts hit unsafe within H")
-    for key, marker, label in (
-        ("real_fall_rate_deterministic", "s-", "real: current policy (mode) falls"),
-        ("real_fall_rate_stochastic", "^-", "real: current policy (sampled) falls"),
-    ):
-        ax_rates.plot(ks, [row[key] for row in rows], marker, label=label)
-    ax_rates.axhline(
-        report["controls"]["real_fall_rate_deterministic"],
-        color="green",
-        ls="--",
-        label="real: mode falls, from states that stayed up",
-    )
-    ax_rates.axvline(report["rollout_horizon"], color="grey", ls=":", label="model horizon H")
-    ax_rates.set(xlabel="steps before the fall (k)", ylabel="fraction", ylim=(-0.05, 1.05))
-    ax_rates.legend(fontsize=7)
-    ax_q.plot(ks, [row["q_min"] for row in rows], "o-", label="min Q at s_(t-k)")
-    ax_q.axhline(report["controls"]["q_min"], color="green", ls="--", label="min Q far from falls")
-    ax_q.axhline(report["absorbing_value"], color="red", ls="--", label="-C / (1 - gamma)")
-    ax_q.set(xlabel="steps before the fall (k)", ylabel="min twin Q")
-    ax_q.legend(fontsize=7)
-    fig.suptitle(f"{report['env']}: {report['falls_in_window']} falls in the last {report['window']} real steps")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with saved_figure(path, 1, 2, figsize=(10, 4)) as (fig, (ax_rates, ax_q)):
+        ax_rates.plot(ks, [row["model_hit_rate"] for row in rows], "o-", label="model rollouts hit unsafe within H")
+        for key, marker, label in (
+            ("real_fall_rate_deterministic", "s-", "real: current policy (mode) falls"),
+            ("real_fall_rate_stochastic", "^-", "real: current policy (sampled) falls"),
+        ):
+            ax_rates.plot(ks, [row[key] for row in rows], marker, label=label)
+        ax_rates.axhline(
+            report["controls"]["real_fall_rate_deterministic"],
+            color="green",
+            ls="--",
+            label="real: mode falls, from states that stayed up",
+        )
+        ax_rates.axvline(report["rollout_horizon"], color="grey", ls=":", label="model horizon H")
+        ax_rates.set(xlabel="steps before the fall (k)", ylabel="fraction", ylim=(-0.05, 1.05))
+        ax_rates.legend(fontsize=7)
+        ax_q.plot(ks, [row["q_min"] for row in rows], "o-", label="min Q at s_(t-k)")
+        ax_q.axhline(report["controls"]["q_min"], color="green", ls="--", label="min Q far from falls")
+        ax_q.axhline(report["absorbing_value"], color="red", ls="--", label="-C / (1 - gamma)")
+        ax_q.set(xlabel="steps before the fall (k)", ylabel="min twin Q")
+        ax_q.legend(fontsize=7)
+        fig.suptitle(f"{report['env']}: {report['falls_in_window']} falls in the last {report['window']} real steps")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -7,16 +7,13 @@ import argparse
 import pytest
 import torch as th
 from benchmark_modules import load_benchmark
+from float_modes import flushes_denormals
 
 micro = load_benchmark("model_update")
 
 
 def _args() -> argparse.Namespace:
     return argparse.Namespace(seed=0, transitions=64, obs_dim=3, action_dim=1, precision="float32", batch_size=8)
-
-
-def _flushes_denormals() -> bool:
-    return float((th.tensor([1e-39]) * 1.0)[0]) == 0.0
 
 
 def test_each_variant_fits_with_its_denormal_setting_and_restores_the_default(
@@ -26,7 +23,7 @@ def test_each_variant_fits_with_its_denormal_setting_and_restores_the_default(
     fit_ensemble = micro.fit_ensemble
 
     def recording_fit_ensemble(*args, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append(_flushes_denormals())
+        seen.append(flushes_denormals())
         return fit_ensemble(*args, **kwargs)
 
     monkeypatch.setattr(micro, "fit_ensemble", recording_fit_ensemble)
@@ -36,7 +33,7 @@ def test_each_variant_fits_with_its_denormal_setting_and_restores_the_default(
 
         assert fit.ms_per_update(2) > 0.0
 
-        assert seen[-1] == flush and not _flushes_denormals()
+        assert seen[-1] == flush and not flushes_denormals()
         assert any(not th.equal(b, p) for b, p in zip(before, fit.model.parameters()))
 
 

@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from float_modes import flushes_denormals
 from stable_baselines3.common.logger import KVWriter, Logger
 
 import sb3_safe  # noqa: F401 - registers the safe envs
@@ -392,20 +393,16 @@ def test_background_model_fit_runs_beside_training_and_applies_each_fit_one_peri
     assert any(differs)  # the rollouts still use the model of the fit started at step 151
 
 
-def _flushes_denormals() -> bool:
-    return float((th.tensor([1e-39]) * 1.0)[0]) == 0.0
-
-
 @pytest.mark.parametrize("background_model_fit", [False, True])
-def test_model_fits_run_in_a_thread_that_flushes_denormals_and_leave_the_callers_setting(
+def test_model_fits_run_in_a_thread_thatflushes_denormals_and_leave_the_callers_setting(
     background_model_fit: bool,
 ) -> None:
     model = SMBPO("MlpPolicy", "SafePendulum-v0", **TINY, background_model_fit=background_model_fit)
     model.learn(160)
 
     assert model._fit_executor is not None
-    assert model._fit_executor.submit(_flushes_denormals).result()
-    assert not _flushes_denormals()
+    assert model._fit_executor.submit(flushes_denormals).result()
+    assert not flushes_denormals()
 
 
 def test_background_model_fit_is_reproducible_whatever_the_thread_timing() -> None:
