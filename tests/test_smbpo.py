@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,14 @@ class ViolationOnlyEnv(gym.Env):
         violation = bool(abs(self.state[1]) > 1.0)
         info = {"cost": float(violation), "violation": violation}
         return self.state.astype(np.float32), float(self.state[0]), violation, False, info
+
+
+class GoalEnv(ViolationOnlyEnv):
+    """ViolationOnlyEnv whose episode also ends, without a violation, when x > 1 (a goal)."""
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, reward, terminated or bool(self.state[0] > 1.0), truncated, info
 
 
 class CaptureWriter(KVWriter):
@@ -195,6 +204,28 @@ def test_model_buffer_unpickles_on_the_cpu_whatever_device_saved_it() -> None:
     assert th.equal(restored.rewards[:40], model_buffer.rewards[:40])
 
 
+def test_terminal_model_rows_end_the_episode_with_their_own_reward() -> None:
+    buffer = filled_buffer(real_ratio=0.0, n_model=0)
+    buffer.unsafe_reward = -100.0
+    buffer.model_buffer.extend(
+        th.zeros(3, 2), th.zeros(3, 1), th.zeros(3, 2), th.tensor([1.0, 2.0, 3.0]),
+        th.tensor([True, False, False]), th.tensor([False, True, False]),
+    )
+    batch = buffer.sample(300)
+    by_reward = {reward: float(batch.dones[batch.rewards[:, 0] == reward].mean()) for reward in (-100.0, 2.0, 3.0)}
+    assert by_reward == {-100.0: 1.0, 2.0: 1.0, 3.0: 0.0}
+
+
+def test_a_model_buffer_pickled_without_terminal_flags_loads_with_none_set() -> None:
+    model_buffer = filled_buffer(real_ratio=0.1).model_buffer
+    state = model_buffer.__getstate__()
+    del state["terminals"]
+    restored = object.__new__(type(model_buffer))
+    restored.__setstate__(state)
+    assert restored.size() == 40 and not bool(restored.terminals.any())
+    assert th.equal(restored.violations[:40], model_buffer.violations[:40])
+
+
 # ----------------------------------------------------------------------------- rollouts
 
 
@@ -226,6 +257,47 @@ def test_rollouts_stop_at_predicted_unsafe_states() -> None:
     unsafe_rows = batch.next_observations[:, 2] > 0
     assert th.allclose(batch.rewards[unsafe_rows], th.tensor(expected))
     assert th.all(batch.dones[unsafe_rows] == 1.0) and th.all(batch.dones[~unsafe_rows] == 0.0)
+
+
+def test_rollouts_stop_at_termination_fn_states_stored_as_terminal_without_penalty() -> None:
+    model = SMBPO(
+        "MlpPolicy",
+        "SafePendulum-v0",
+        unsafe_predicate=lambda obs: obs[:, 2] > 0.0,
+        termination_fn=lambda obs: obs[:, 0] < 0.0,  # below the horizontal
+        **TINY,
+    )
+    model.learn(120)
+    model_buffer = model.replay_buffer.model_buffer
+    model_buffer.pos, model_buffer.full = 0, False
+    stored, _ = model.model_rollouts(200)
+    next_obs = model_buffer.next_observations[:stored]
+    unsafe, terminal = next_obs[:, 2] > 0, (next_obs[:, 0] < 0) & ~(next_obs[:, 2] > 0)
+    assert 0 < int(terminal[:200].sum()) < 200
+    assert th.equal(model_buffer.violations[:stored], unsafe) and th.equal(model_buffer.terminals[:stored], terminal)
+    # No later step starts from a state that ended its rollout.
+    later_starts = model_buffer.observations[200:stored]
+    assert bool(((later_starts[:, 2] <= 0) & (later_starts[:, 0] >= 0)).all())
+
+    model.replay_buffer.real_ratio = 0.0
+    batch = model.replay_buffer.sample(512)
+    rows_unsafe = batch.next_observations[:, 2] > 0
+    rows_terminal = (batch.next_observations[:, 0] < 0) & ~rows_unsafe
+    assert bool(rows_terminal.any())
+    assert th.all(batch.dones[rows_terminal] == 1.0) and th.all(batch.dones[~(rows_terminal | rows_unsafe)] == 0.0)
+    assert bool((batch.rewards[rows_terminal] > -model.penalty_c / (1 - model.gamma)).all())  # model rewards
+
+
+def test_an_env_ending_episodes_without_violations_warns_unless_termination_fn_is_given() -> None:
+    settings = {**TINY, "learning_starts": 150, "unsafe_predicate": lambda obs: np.abs(obs[:, 1]) > 1.0}
+    with pytest.warns(UserWarning, match="termination_fn"):
+        SMBPO("MlpPolicy", GoalEnv(), **settings).learn(150)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        SMBPO("MlpPolicy", GoalEnv(), termination_fn=lambda obs: obs[:, 0] > 1.0, **settings).learn(150)
+        SMBPO("MlpPolicy", ViolationOnlyEnv(), **settings).learn(150)
+    with pytest.raises(ValueError, match="termination_fn"):
+        SMBPO("MlpPolicy", "SafePendulum-v0", termination_fn="goal", **TINY)
 
 
 def test_env_predicate_is_found_through_wrappers() -> None:

@@ -20,6 +20,9 @@ from stable_baselines3.common.vec_env import VecNormalize
 from sb3_safe.common.cost import read_vec_costs
 
 
+_COLUMNS = ("observations", "actions", "next_observations", "rewards", "violations", "terminals")
+
+
 class ModelReplayBuffer:
     """Ring buffer of model-generated transitions, held as torch tensors on the training device.
 
@@ -49,6 +52,7 @@ class ModelReplayBuffer:
         self.next_observations = th.zeros(capacity, self.obs_dim, device=self.device)
         self.rewards = th.zeros(capacity, device=self.device)
         self.violations = th.zeros(capacity, dtype=th.bool, device=self.device)
+        self.terminals = th.zeros(capacity, dtype=th.bool, device=self.device)
 
     def size(self) -> int:
         """Number of stored transitions."""
@@ -61,6 +65,7 @@ class ModelReplayBuffer:
         next_obs: th.Tensor,
         rewards: th.Tensor,
         violations: th.Tensor,
+        terminals: th.Tensor | None = None,
     ) -> None:
         """Store a batch of transitions (overwriting the oldest ones when full).
 
@@ -69,13 +74,18 @@ class ModelReplayBuffer:
         :param next_obs: ``(n, obs_dim)``
         :param rewards: ``(n,)`` model rewards (unpenalised)
         :param violations: ``(n,)`` bool, whether ``next_obs`` is unsafe
+        :param terminals: ``(n,)`` bool, whether ``next_obs`` ends the episode for another reason
+            than a violation (None: no row does)
         """
         n = obs.shape[0]
         if n == 0:
             return
+        if terminals is None:
+            terminals = th.zeros(n, dtype=th.bool, device=violations.device)
         if n > self.buffer_size:
             obs, actions, next_obs = obs[-self.buffer_size :], actions[-self.buffer_size :], next_obs[-self.buffer_size :]
             rewards, violations = rewards[-self.buffer_size :], violations[-self.buffer_size :]
+            terminals = terminals[-self.buffer_size :]
             n = self.buffer_size
         idx = (self.pos + th.arange(n, device=self.device)) % self.buffer_size
         self.observations[idx] = obs.to(self.device, th.float32)
@@ -83,13 +93,15 @@ class ModelReplayBuffer:
         self.next_observations[idx] = next_obs.to(self.device, th.float32)
         self.rewards[idx] = rewards.to(self.device, th.float32).reshape(-1)
         self.violations[idx] = violations.to(self.device).reshape(-1).bool()
+        self.terminals[idx] = terminals.to(self.device).reshape(-1).bool()
         self.full = self.full or self.pos + n >= self.buffer_size
         self.pos = (self.pos + n) % self.buffer_size
 
-    def sample(self, batch_size: int) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+    def sample(self, batch_size: int) -> tuple[th.Tensor, ...]:
         """Uniform sample with replacement.
 
-        :return: observations, actions, next observations, rewards ``(b,)``, violations ``(b,)``
+        :return: observations, actions, next observations, rewards ``(b,)``, violations ``(b,)``,
+            terminals ``(b,)``
         """
         if self.size() == 0:
             raise RuntimeError("ModelReplayBuffer.sample: the buffer is empty")
@@ -100,12 +112,13 @@ class ModelReplayBuffer:
             self.next_observations[idx],
             self.rewards[idx],
             self.violations[idx],
+            self.terminals[idx],
         )
 
     def to(self, device: th.device | str) -> ModelReplayBuffer:
         """Move the storage to ``device`` (after loading on another machine)."""
         self.device = th.device(device)
-        for name in ("observations", "actions", "next_observations", "rewards", "violations"):
+        for name in _COLUMNS:
             setattr(self, name, getattr(self, name).to(self.device))
         return self
 
@@ -113,12 +126,13 @@ class ModelReplayBuffer:
         # Pickle only the filled rows: a fresh 1e6 buffer must not make a 100 MB file.
         state = self.__dict__.copy()
         n = self.size()
-        for name in ("observations", "actions", "next_observations", "rewards", "violations"):
+        for name in _COLUMNS:
             state[name] = getattr(self, name)[:n].cpu()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        stored = {name: state.pop(name) for name in ("observations", "actions", "next_observations", "rewards", "violations")}
+        # Buffers saved before the terminal flags existed have none: no stored row was terminal then.
+        stored = {name: state.pop(name) for name in _COLUMNS if name in state}
         self.__dict__.update(state)
         # Unpickle on the CPU: the saving machine's device (e.g. cuda) may not exist here; `to` moves it.
         self.device = th.device("cpu")
@@ -249,31 +263,30 @@ class SMBPOReplayBuffer(ReplayBuffer):
             raise ValueError("SMBPOReplayBuffer: VecNormalize is not supported (the model works on raw observations)")
         n_real = self.n_real_in_batch(batch_size)
         parts: list[tuple[th.Tensor, ...]] = []
-        real_dones = th.zeros(0, device=self.device)
         if n_real > 0:
-            real_part, real_dones = self._sample_real(n_real)
-            parts.append(real_part)
+            parts.append(self._sample_real(n_real))
         n_model = batch_size - n_real
         if n_model > 0:
             parts.append(self.model_buffer.sample(n_model))
-        obs, actions, next_obs, rewards, violations = (th.cat(column) for column in zip(*parts))
-        dones = th.cat([real_dones, th.zeros(n_model, device=self.device)])
+        obs, actions, next_obs, rewards, violations, terminals = (th.cat(column) for column in zip(*parts))
         rewards = th.where(violations, th.full_like(rewards, self.unsafe_reward), rewards)
-        dones = th.maximum(dones, violations.float())
+        dones = (violations | terminals).float()
         return ReplayBufferSamples(obs, actions, next_obs, dones.reshape(-1, 1), rewards.reshape(-1, 1))
 
-    def _sample_real(self, n: int) -> tuple[tuple[th.Tensor, ...], th.Tensor]:
+    def _sample_real(self, n: int) -> tuple[th.Tensor, ...]:
+        """``n`` real rows in the model buffer's column layout; the terminal flags are SB3's dones
+        without time-limit truncations."""
         if self.size() == 0:
             raise RuntimeError("SMBPOReplayBuffer.sample: no real transition stored yet")
         upper = self.buffer_size if self.full else self.pos
         batch_inds = np.random.randint(0, upper, size=n)
         env_inds = np.random.randint(0, self.n_envs, size=n)
         dones = self.dones[batch_inds, env_inds] * (1 - self.timeouts[batch_inds, env_inds])
-        real = (
+        return (
             self.to_torch(self.observations[batch_inds, env_inds]).float(),
             self.to_torch(self.actions[batch_inds, env_inds]).float(),
             self.to_torch(self.next_observations[batch_inds, env_inds]).float(),
             self.to_torch(self.rewards[batch_inds, env_inds]).float(),
             th.as_tensor(self.violations[batch_inds, env_inds], device=self.device),
+            th.as_tensor(dones > 0, device=self.device),
         )
-        return real, self.to_torch(dones).float()

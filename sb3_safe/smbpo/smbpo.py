@@ -12,6 +12,7 @@ import copy
 import io
 import math
 import pathlib
+import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
@@ -27,7 +28,7 @@ from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.sac import SAC
 from stable_baselines3.sac.policies import SACPolicy
 
-from sb3_safe.common.cost import env_name
+from sb3_safe.common.cost import env_name, read_vec_costs
 from sb3_safe.common.dynamics import PRECISIONS, EnsembleFitResult, GaussianEnsemble, fit_ensemble
 from sb3_safe.common.sac_update import fused_sac_train
 from sb3_safe.common.safety_stats import SafetyStats, SafetyStatsMixin
@@ -36,7 +37,9 @@ from sb3_safe.smbpo.penalty import deterministic_penalty, stochastic_penalty
 
 SelfSMBPO = TypeVar("SelfSMBPO", bound="SMBPO")
 
-UnsafePredicate = Callable[[np.ndarray], np.ndarray]
+ObsPredicate = Callable[[np.ndarray], np.ndarray]
+UnsafePredicate = ObsPredicate
+TerminationPredicate = ObsPredicate
 PENALTY_MODES = ("auto", "auto-stochastic")
 PREDICATE_MODES = ("env", "learned")
 
@@ -55,7 +58,7 @@ class SMBPO(SafetyStatsMixin, SAC):
        each fit also recomputes the penalty ``C`` from the reward range seen so far;
     3. branch ``rollout_batch_size`` model rollouts of ``rollout_horizon`` steps from real states
        with the current policy; a rollout stops at a predicted unsafe state, which is stored in
-       the model buffer with its violation flag;
+       the model buffer with its violation flag, or at a state ``termination_fn`` calls terminal;
     4. take ``gradient_steps`` SAC updates on batches of which ``real_ratio`` comes from D and
        the rest from the model buffer.
 
@@ -72,6 +75,14 @@ class SMBPO(SafetyStatsMixin, SAC):
     sb3-safe extension for any env reporting ``info["violation"]``) adds a violation classifier
     head to the ensemble and stops rollouts where the drawn member's probability exceeds
     ``violation_threshold``.
+
+    **Other episode ends.** SPEC.md 2.1 stops a rollout where the predicate "or done" fires. Every
+    env of this package ends episodes only on violations (or never), so the unsafe predicate is
+    enough; for an env with other terminal states (a goal reached, ...) pass ``termination_fn``,
+    MBPO's static termination function: a predicted transition into such a state is stored as
+    terminal with its model reward, no penalty. Without it, a real episode that ends
+    (``terminated``, not truncated) without a violation triggers a warning, since the model
+    rollouts would run past such states.
 
     Not supported: VecNormalize, Dict observations, ``optimize_memory_usage``, n-step returns.
 
@@ -113,6 +124,9 @@ class SMBPO(SafetyStatsMixin, SAC):
     :param unsafe_predicate: ``"env"``, ``"learned"`` or a callable (see above)
     :param violation_threshold: probability above which the learned classifier calls a model
         state unsafe
+    :param termination_fn: ``f(obs: ndarray (n, obs_dim)) -> bool ndarray (n,)``, the env's
+        terminal states that are not violations (see above); None: rollouts stop only at unsafe
+        states
     :param model_buffer_size: size of the model buffer (paper: 1e6)
     :param real_ratio: fraction of real data in each batch (paper: 0.1)
     :param rollout_batch_size: model rollouts started per real env step (paper: 100)
@@ -184,6 +198,7 @@ class SMBPO(SafetyStatsMixin, SAC):
         penalty_q: float | None = None,
         unsafe_predicate: str | UnsafePredicate = "env",
         violation_threshold: float = 0.5,
+        termination_fn: TerminationPredicate | None = None,
         model_buffer_size: int = 1_000_000,
         real_ratio: float = 0.1,
         rollout_batch_size: int = 100,
@@ -208,6 +223,7 @@ class SMBPO(SafetyStatsMixin, SAC):
         self.penalty_q = penalty_q
         self.unsafe_predicate = unsafe_predicate
         self.violation_threshold = violation_threshold
+        self.termination_fn = termination_fn
         self.model_buffer_size = model_buffer_size
         self.real_ratio = real_ratio
         self.rollout_batch_size = rollout_batch_size
@@ -243,6 +259,7 @@ class SMBPO(SafetyStatsMixin, SAC):
         self.model_updates_done = 0
         self.safety_stats: SafetyStats | None = None
         self._unsafe_fn: UnsafePredicate | None = None
+        self._warned_unmodelled_termination = False
         super().__init__(
             policy,
             env,
@@ -303,6 +320,10 @@ class SMBPO(SafetyStatsMixin, SAC):
             raise ValueError(
                 f"SMBPO: unsafe_predicate must be 'env', 'learned' or a callable obs -> bool array, "
                 f"got {self.unsafe_predicate!r}"
+            )
+        if self.termination_fn is not None and not callable(self.termination_fn):
+            raise ValueError(
+                f"SMBPO: termination_fn must be None or a callable obs -> bool array, got {self.termination_fn!r}"
             )
         if self.model_precision not in PRECISIONS:
             raise ValueError(f"SMBPO: model_precision must be one of {sorted(PRECISIONS)}, got {self.model_precision!r}")
@@ -399,11 +420,20 @@ class SMBPO(SafetyStatsMixin, SAC):
         if self._unsafe_fn is None:
             self._unsafe_fn = self._resolve_unsafe_fn()
         assert self._unsafe_fn is not None
-        flags = np.asarray(self._unsafe_fn(next_obs.cpu().numpy()))
+        return self._batch_flags(self._unsafe_fn, next_obs, "the unsafe predicate")
+
+    def _predict_terminal(self, next_obs: th.Tensor) -> th.Tensor:
+        """``termination_fn``'s flags of a batch of predicted states (all False without one)."""
+        if self.termination_fn is None:
+            return th.zeros(next_obs.shape[0], dtype=th.bool, device=next_obs.device)
+        return self._batch_flags(self.termination_fn, next_obs, "termination_fn")
+
+    @staticmethod
+    def _batch_flags(predicate: ObsPredicate, next_obs: th.Tensor, name: str) -> th.Tensor:
+        flags = np.asarray(predicate(next_obs.cpu().numpy()))
         if flags.shape != (next_obs.shape[0],):
             raise ValueError(
-                f"SMBPO: the unsafe predicate must return one bool per row, shape ({next_obs.shape[0]},), "
-                f"got shape {flags.shape}"
+                f"SMBPO: {name} must return one bool per row, shape ({next_obs.shape[0]},), got shape {flags.shape}"
             )
         return th.as_tensor(flags.astype(bool), device=next_obs.device)
 
@@ -534,8 +564,9 @@ class SMBPO(SafetyStatsMixin, SAC):
         current policy and store them in the model buffer.
 
         Every step is one batched ensemble pass, one batched policy pass and one batched predicate
-        call; rows that reach a predicted unsafe state are stored with the violation flag and
-        dropped from the batch. Rows whose prediction is not finite are discarded.
+        call; rows that reach a predicted unsafe state are stored with the violation flag, rows that
+        reach a ``termination_fn`` state with the terminal flag, and both are dropped from the
+        batch. Rows whose prediction is not finite are discarded.
 
         :param n_starts: number of rollouts
         :return: number of model transitions stored and how many of them were unsafe
@@ -556,10 +587,11 @@ class SMBPO(SafetyStatsMixin, SAC):
             if obs.shape[0] == 0:
                 break
             unsafe = self._predict_unsafe(next_obs, violation_prob)
-            self.replay_buffer.model_buffer.extend(obs, actions, next_obs, rewards, unsafe)
+            terminal = self._predict_terminal(next_obs) & ~unsafe
+            self.replay_buffer.model_buffer.extend(obs, actions, next_obs, rewards, unsafe, terminal)
             n_stored += obs.shape[0]
             n_unsafe += int(unsafe.sum())
-            obs = next_obs[~unsafe]
+            obs = next_obs[~(unsafe | terminal)]
             if obs.shape[0] == 0:
                 break
         return n_stored, n_unsafe
@@ -604,6 +636,21 @@ class SMBPO(SafetyStatsMixin, SAC):
         super()._update_info_buffer(infos, dones)
         assert self.safety_stats is not None
         self.safety_stats.update(infos, dones if dones is not None else np.zeros(len(infos), dtype=bool))
+        if dones is not None and self.termination_fn is None and not self._warned_unmodelled_termination:
+            self._warn_on_unmodelled_termination(infos, dones)
+
+    def _warn_on_unmodelled_termination(self, infos: list[dict[str, Any]], dones: np.ndarray) -> None:
+        _, violations = read_vec_costs(infos, env_name(self.env))
+        for info, done, violation in zip(infos, dones, violations):
+            if done and not info.get("TimeLimit.truncated", False) and not violation:
+                warnings.warn(
+                    f"SMBPO: env '{env_name(self.env)}' ended an episode (terminated, not truncated) without a "
+                    "violation. The model rollouts only stop at unsafe states and will run past such terminal "
+                    "states; pass termination_fn=<callable obs -> bool array> to stop them there.",
+                    stacklevel=2,
+                )
+                self._warned_unmodelled_termination = True
+                return
 
     def dump_logs(self) -> None:
         """SB3's logs plus the safety statistics (``rollout/ep_cost_mean``, ``safety/...``)."""
