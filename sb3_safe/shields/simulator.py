@@ -187,6 +187,8 @@ class SimulatorShield(Shield):
                 cost = read_cost(info, env_name(self.env), step)
                 if read_violation(info, cost):
                     violated[idx] = True
+                # A truncation does not end a trace: counters that an env keeps outside the copied
+                # state would cut traces short and hide risk; running on past a time limit errs safe.
                 if violated[idx] or terminated:
                     alive[idx] = False
             if step + 1 == self.horizon or not alive.any():
