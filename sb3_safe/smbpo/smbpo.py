@@ -37,9 +37,8 @@ from sb3_safe.smbpo.penalty import deterministic_penalty, stochastic_penalty
 
 SelfSMBPO = TypeVar("SelfSMBPO", bound="SMBPO")
 
+# A batched predicate on observations, ``f(obs (n, obs_dim)) -> bool (n,)``: unsafe states, terminal states.
 ObsPredicate = Callable[[np.ndarray], np.ndarray]
-UnsafePredicate = ObsPredicate
-TerminationPredicate = ObsPredicate
 PENALTY_MODES = ("auto", "auto-stochastic")
 PREDICATE_MODES = ("env", "learned")
 
@@ -196,9 +195,9 @@ class SMBPO(SafetyStatsMixin, SAC):
         penalty: str | float = "auto",
         penalty_p: float | None = None,
         penalty_q: float | None = None,
-        unsafe_predicate: str | UnsafePredicate = "env",
+        unsafe_predicate: str | ObsPredicate = "env",
         violation_threshold: float = 0.5,
-        termination_fn: TerminationPredicate | None = None,
+        termination_fn: ObsPredicate | None = None,
         model_buffer_size: int = 1_000_000,
         real_ratio: float = 0.1,
         rollout_batch_size: int = 100,
@@ -258,7 +257,7 @@ class SMBPO(SafetyStatsMixin, SAC):
         self.model_rows_generated = 0
         self.model_updates_done = 0
         self.safety_stats: SafetyStats | None = None
-        self._unsafe_fn: UnsafePredicate | None = None
+        self._unsafe_fn: ObsPredicate | None = None
         self._warned_unmodelled_termination = False
         super().__init__(
             policy,
@@ -396,7 +395,7 @@ class SMBPO(SafetyStatsMixin, SAC):
         self._unsafe_fn = None
 
     # ------------------------------------------------------------------ the unsafe predicate
-    def _resolve_unsafe_fn(self) -> UnsafePredicate | None:
+    def _resolve_unsafe_fn(self) -> ObsPredicate | None:
         if callable(self.unsafe_predicate):
             return self.unsafe_predicate
         if self.unsafe_predicate == "learned":
@@ -636,7 +635,9 @@ class SMBPO(SafetyStatsMixin, SAC):
         super()._update_info_buffer(infos, dones)
         assert self.safety_stats is not None
         self.safety_stats.update(infos, dones if dones is not None else np.zeros(len(infos), dtype=bool))
-        if dones is not None and self.termination_fn is None and not self._warned_unmodelled_termination:
+        # Costs are read again only at episode ends, and only until the warning has been given.
+        unwarned = self.termination_fn is None and not self._warned_unmodelled_termination
+        if unwarned and dones is not None and dones.any():
             self._warn_on_unmodelled_termination(infos, dones)
 
     def _warn_on_unmodelled_termination(self, infos: list[dict[str, Any]], dones: np.ndarray) -> None:
