@@ -203,15 +203,13 @@ def write_outputs(out: Path, config: Any, results: Results) -> dict[str, dict[st
     return summary
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_planner_run_arguments(parser: argparse.ArgumentParser, episodes_help: str) -> None:
+    """The command-line arguments shared with ``benchmarks/guss_true_model.py``: what to run and how
+    to combine runs split over processes."""
     parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=ENVS)
     parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--episodes", type=int, default=10, help="training episodes (epochs) per run")
-    parser.add_argument("--model-epochs", type=int, default=None, help="override the model epochs per refit (300)")
-    parser.add_argument("--speed-steps", type=int, default=20, help="control steps timed after training")
-    parser.add_argument("--thresholds", nargs="+", type=float, default=None, help="MRCP tau per env, in --envs order")
+    parser.add_argument("--episodes", type=int, default=10, help=episodes_help)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (tiny networks: 1 is fastest)")
     parser.add_argument(
         "--params",
@@ -225,8 +223,16 @@ def main() -> None:
         nargs="+",
         type=Path,
         default=None,
-        help="train nothing: combine the outputs in these folders (e.g. one per seed) into --out",
+        help="run nothing: combine the outputs in these folders (e.g. one per seed) into --out",
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_planner_run_arguments(parser, "training episodes (epochs) per run")
+    parser.add_argument("--model-epochs", type=int, default=None, help="override the model epochs per refit (300)")
+    parser.add_argument("--speed-steps", type=int, default=20, help="control steps timed after training")
+    parser.add_argument("--thresholds", nargs="+", type=float, default=None, help="MRCP tau per env, in --envs order")
     parser.add_argument("--out", type=Path, default=Path("guss_benchmark"))
     args = parser.parse_args()
     if args.merge is not None:

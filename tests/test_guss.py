@@ -21,6 +21,7 @@ import sb3_safe  # noqa: F401 - registers the envs
 from sb3_safe.common.metrics import TrainingLog, mean_p_unsafe
 from sb3_safe.guss import CEM, RCEM, RS, SRS, GuSS
 from sb3_safe.guss.planners import CEMPlanner, GridArchive, GuSSPlanner, RandomShootingPlanner, rcem_elites
+from sb3_safe.guss.policies import NumpyDynamics
 from sb3_safe.guss.rollout import (
     BatchedMLPPolicies,
     RolloutEvaluator,
@@ -338,6 +339,21 @@ def test_guss_agent_learns_logs_saves_and_loads(tmp_path: Path) -> None:
     loaded.policy.planner.seed(3)
     np.testing.assert_array_equal(model.predict(obs)[0], loaded.predict(obs)[0])
     assert model.predict(obs)[0].shape == (1, 2)
+
+
+def test_agent_planning_with_the_exact_model_walks_around_the_hazard_until_set_env() -> None:
+    env = PointNavEnv(length=40)
+    model = GuSS("MlpPolicy", env, seed=0, descriptor=final_position, descriptor_bounds=([-3, -3], [3, 3]),
+                 **{**TINY_GUSS, "horizon": 10, "n_policies": 100, "n_initial_policies": 25, "grid_size": 50})
+    model.plan_with(ExactPointModel())  # no learning: the untrained MDN would not get there
+    obs, _ = env.reset()
+    violations = 0
+    for _ in range(40):
+        obs, _, _, _, info = env.step(model.predict(obs)[0])
+        violations += int(info["violation"])
+    assert violations == 0 and np.linalg.norm(obs - GOAL) < 0.2, obs
+    model.set_env(PointNavEnv(length=40))
+    assert isinstance(model.policy.planner.evaluator.model, NumpyDynamics)
 
 
 def test_an_episode_split_across_learn_calls_is_logged_whole_and_planning_goes_on(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@
 from sb3_safe.guss.algorithms import CEM, RCEM, RS, SRS, GuSS, ShootingAlgorithm
 from sb3_safe.guss.planners import CEMPlanner, GridArchive, GuSSPlanner, RandomShootingPlanner, rcem_elites
 from sb3_safe.guss.policies import MlpPolicy, PlanningPolicy
-from sb3_safe.guss.rollout import BatchedMLPPolicies, RolloutEvaluator, lexicographic_order
+from sb3_safe.guss.rollout import BatchedMLPPolicies, DynamicsModel, RolloutEvaluator, lexicographic_order
 
 __all__ = [
     "CEM",
@@ -17,6 +17,7 @@ __all__ = [
     "SRS",
     "BatchedMLPPolicies",
     "CEMPlanner",
+    "DynamicsModel",
     "GridArchive",
     "GuSS",
     "GuSSPlanner",

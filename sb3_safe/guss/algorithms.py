@@ -39,6 +39,7 @@ from sb3_safe.guss.rollout import (
     BatchedMLPPolicies,
     CostFunction,
     DescriptorFunction,
+    DynamicsModel,
     RolloutEvaluator,
 )
 
@@ -265,8 +266,17 @@ class ShootingAlgorithm(SafetyStatsMixin, BaseAlgorithm):
         self._attach_planner()
 
     def _attach_planner(self) -> None:
-        evaluator = RolloutEvaluator(NumpyDynamics(self.policy.dynamics), self.horizon, self._cost_fn())
-        self.policy.set_planner(self._make_planner(evaluator))
+        self.plan_with(NumpyDynamics(self.policy.dynamics))
+
+    def plan_with(self, dynamics: DynamicsModel) -> None:
+        """Plan with ``dynamics`` instead of the learned model, e.g. an exact batched copy of the env's
+        physics: with a perfect model a planner's results show what its search and the constraint allow,
+        apart from what model learning costs. ``learn`` still refits the learned model, which planning
+        then ignores; :meth:`set_env` (and ``load``) attach the learned model again.
+
+        :param dynamics: a batched one-step model (:class:`~sb3_safe.guss.rollout.DynamicsModel`)
+        """
+        self.policy.set_planner(self._make_planner(RolloutEvaluator(dynamics, self.horizon, self._cost_fn())))
 
     def _cost_fn(self) -> CostFunction | None:
         if self.cost_source == "learned":
