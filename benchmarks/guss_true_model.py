@@ -102,12 +102,13 @@ def plot(summary: dict[str, dict[str, Any]], path: Path) -> None:
     with saved_figure(path, 1, len(summary), figsize=(6 * len(summary), 4.5), squeeze=False) as (_fig, axes):
         for column, (env_id, per_algo) in enumerate(summary.items()):
             axis = axes[0, column]
-            for label, row in per_algo.items():
-                axis.scatter(row["per_seed_p_unsafe"], row["per_seed_mean_step_reward"], alpha=0.4)
-                axis.scatter([row["p_unsafe"]], [row["mean_step_reward"]], marker="x", s=80, label=label)
+            for index, (label, row) in enumerate(per_algo.items()):
+                color = f"C{index % 10}"  # the seeds' dots in their planner's colour
+                axis.scatter(row["per_seed_p_unsafe"], row["per_seed_mean_step_reward"], alpha=0.4, color=color)
+                axis.scatter([row["p_unsafe"]], [row["mean_step_reward"]], marker="x", s=80, color=color, label=label)
             axis.set_title(f"{env_id}, true dynamics")
             axis.set_xlabel("p(unsafe) [%]")
-            axis.set_ylabel("mean reward per step")
+            axis.set_ylabel("mean reward per step (x: mean over seeds, dots: seeds)")
             axis.legend()
 
 
