@@ -25,6 +25,10 @@ from sb3_safe.envs.classic import observation_batch
 class PendulumExactModel:
     """``Pendulum-v1``'s step (and so ``SafePendulum-v0``'s) on a batch of observations.
 
+    The env is GuSS's Safe Pendulum (Paolo et al., *Guided Safe Shooting: model based
+    reinforcement learning with safety constraints*, 2022, appendix 1.1); the paper's toy
+    experiment plans with the true dynamics, as this model lets any planner do here.
+
     :param g: gravitational acceleration, as the env's ``g`` (10 for ``SafePendulum-v0``)
     """
 
@@ -54,8 +58,9 @@ class PendulumExactModel:
 class AcrobotExactModel:
     """``Acrobot-v1``'s physics on a batch, with ``SafeAcrobot-v0``'s tip-height reward.
 
-    One fourth-order Runge-Kutta step of 0.2 s, angles wrapped to [-π, π), velocities clipped to
-    Acrobot-v1's bounds; the reward is the height of the tip above the hanging position,
+    The env is GuSS's Safe Acrobot (Paolo et al., 2022, appendix 1.2). One fourth-order
+    Runge-Kutta step of 0.2 s, angles wrapped to [-π, π], velocities clipped to Acrobot-v1's
+    bounds; the reward is the height of the tip above the hanging position,
     ``2 - (cos θ1 + cos(θ1 + θ2))``, of the next state.
     """
 
