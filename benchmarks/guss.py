@@ -46,6 +46,8 @@ DEFAULT_THRESHOLDS = {"SafePendulum-v0": -1.0, "SafeAcrobot-v0": 1.5}
 HYPERPARAMS_DIR = Path(__file__).resolve().parents[1] / "hyperparams"
 ZOO_ONLY_KEYS = ("n_timesteps", "policy", "n_envs")
 SUMMARY_KEYS = ("mar", "mrcp", "p_unsafe", "transient_p_unsafe")
+EPISODE_LENGTH = 200
+"""Steps per episode of both envs (they never terminate early)."""
 Results = dict[str, dict[str, list[dict[str, Any]]]]
 """env id -> algorithm -> one record per seed (curves, metrics, speeds)."""
 
@@ -95,9 +97,8 @@ def run_one(
 ) -> dict[str, Any]:
     kwargs = algo_kwargs(algo, env_id, model_epochs, overrides)
     model = ALGOS[algo]("MlpPolicy", env_id, seed=seed, **kwargs)
-    episode_length = 200
     start = time.perf_counter()
-    model.learn(episodes * episode_length)
+    model.learn(episodes * EPISODE_LENGTH)
     train_seconds = time.perf_counter() - start
     log = TrainingLog.from_records(model.training_log)
     wall_speed, cpu_speed = planning_speed(model, speed_steps)
@@ -154,20 +155,28 @@ def summarise(results: Results) -> dict[str, dict[str, Any]]:
     return summary
 
 
+def load_saved_runs(directories: list[Path], filename: str) -> tuple[Results, list[dict[str, str]]]:
+    """The runs in ``filename`` of each folder (an output of this script or of
+    ``benchmarks/guss_true_model.py``), combined per env and algorithm (or variant label), and the
+    configs they were made with."""
+    results: Results = {}
+    configs = []
+    for directory in directories:
+        saved = json.loads((directory / filename).read_text())
+        configs.extend(saved["config"] if isinstance(saved["config"], list) else [saved["config"]])
+        for env_id, per_algo in saved["runs"].items():
+            for algo, runs in per_algo.items():
+                results.setdefault(env_id, {}).setdefault(algo, []).extend(runs)
+    return results, configs
+
+
 def merge_outputs(directories: list[Path]) -> tuple[Results, list[dict[str, str]]]:
     """The runs of several earlier outputs of this script (e.g. one per seed, run on different cores),
     combined per env and algorithm, and their configs.
 
     :raises ValueError: if the outputs trained for different numbers of episodes or model epochs
     """
-    results: Results = {}
-    configs = []
-    for directory in directories:
-        saved = json.loads((directory / "guss_benchmark.json").read_text())
-        configs.extend(saved["config"] if isinstance(saved["config"], list) else [saved["config"]])
-        for env_id, per_algo in saved["runs"].items():
-            for algo, runs in per_algo.items():
-                results.setdefault(env_id, {}).setdefault(algo, []).extend(runs)
+    results, configs = load_saved_runs(directories, "guss_benchmark.json")
     for key in ("episodes", "model_epochs"):
         values = {config[key] for config in configs}
         if len(values) > 1:

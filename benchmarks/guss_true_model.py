@@ -30,12 +30,10 @@ import numpy as np
 import torch as th
 from bench_params import parse_overrides
 from bench_plots import saved_figure
-from guss import ALGOS, add_planner_run_arguments, algo_kwargs
+from guss import ALGOS, EPISODE_LENGTH, add_planner_run_arguments, algo_kwargs, load_saved_runs
 
 import sb3_safe  # noqa: F401 - registers the envs
 from sb3_safe.envs.exact_models import EXACT_MODELS
-
-EPISODE_LENGTH = 200
 
 
 def play_episodes(env_id: str, algo: str, seed: int, episodes: int, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +42,7 @@ def play_episodes(env_id: str, algo: str, seed: int, episodes: int, overrides: d
     agent = ALGOS[algo]("MlpPolicy", env_id, seed=seed, **algo_kwargs(algo, env_id, None, overrides))
     agent.plan_with(EXACT_MODELS[env_id]())
     env = gym.make(env_id)
-    returns, unsafe_steps, plan_seconds = [], [], 0.0
+    returns, unsafe_steps, plan_seconds, plan_steps = [], [], 0.0, 0
     for episode in range(episodes):
         obs, _ = env.reset(seed=1000 + 100 * seed + episode)
         agent.policy.reset_planner()
@@ -53,6 +51,7 @@ def play_episodes(env_id: str, algo: str, seed: int, episodes: int, overrides: d
             start = time.process_time()
             action, _ = agent.predict(obs, deterministic=True)
             plan_seconds += time.process_time() - start
+            plan_steps += 1
             obs, reward, terminated, truncated, info = env.step(action)
             total += float(reward)
             unsafe += int(info["violation"])
@@ -64,7 +63,7 @@ def play_episodes(env_id: str, algo: str, seed: int, episodes: int, overrides: d
         "seed": seed,
         "episode_returns": returns,
         "episode_unsafe_steps": unsafe_steps,
-        "steps_per_cpu_s": episodes * EPISODE_LENGTH / max(plan_seconds, 1e-9),
+        "steps_per_cpu_s": plan_steps / max(plan_seconds, 1e-9),
     }
 
 
@@ -112,19 +111,6 @@ def plot(summary: dict[str, dict[str, Any]], path: Path) -> None:
             axis.legend()
 
 
-def merge(directories: list[Path]) -> tuple[dict[str, Any], list[Any]]:
-    """The runs and configs of earlier outputs of this script, combined per env and label."""
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    configs = []
-    for directory in directories:
-        saved = json.loads((directory / "guss_true_model.json").read_text())
-        configs.extend(saved["config"])
-        for env_id, per_label in saved["runs"].items():
-            for label, seeds in per_label.items():
-                runs.setdefault(env_id, {}).setdefault(label, []).extend(seeds)
-    return runs, configs
-
-
 def write_outputs(out: Path, configs: list[Any], runs: dict[str, Any]) -> dict[str, dict[str, Any]]:
     summary = summarise(runs)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,7 +138,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("guss_true_model"))
     args = parser.parse_args()
     if args.merge is not None:
-        runs, configs = merge(args.merge)
+        runs, configs = load_saved_runs(args.merge, "guss_true_model.json")
         write_outputs(args.out, configs, runs)
         return
     if args.label is not None and len(args.algos) != 1:

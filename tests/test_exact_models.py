@@ -21,11 +21,12 @@ def env_transitions(env_id: str, n: int, seed: int) -> tuple[np.ndarray, np.ndar
         if env_id == "SafePendulum-v0":
             unwrapped.state = np.array([rng.uniform(-np.pi, np.pi), rng.uniform(-8, 8)])
             action = rng.uniform(-2.5, 2.5, size=1).astype(np.float32)  # beyond the bounds: the env clips
+            obs = unwrapped._get_obs()
         else:
             velocities = rng.uniform(-1, 1, 2) * [4 * np.pi, 9 * np.pi]  # up to Acrobot-v1's bounds
             unwrapped.state = np.concatenate([rng.uniform(-np.pi, np.pi, 2), velocities])
             action = int(rng.integers(3))
-        obs = unwrapped._get_ob() if env_id == "SafeAcrobot-v0" else unwrapped._get_obs()
+            obs = unwrapped._get_ob()
         next_obs, reward, *_ = env.step(action)
         rows.append((obs, action, next_obs, reward))
     obs, actions, next_obs, rewards = (np.array(column) for column in zip(*rows, strict=True))

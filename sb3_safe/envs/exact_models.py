@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium.envs.classic_control.acrobot import AcrobotEnv
 
-from sb3_safe.envs.classic import observation_batch
+from sb3_safe.envs.classic import SafeAcrobotEnv, observation_batch
 
 
 class PendulumExactModel:
@@ -84,10 +84,10 @@ class AcrobotExactModel:
         new_state[:, 2] = np.clip(new_state[:, 2], -AcrobotEnv.MAX_VEL_1, AcrobotEnv.MAX_VEL_1)
         new_state[:, 3] = np.clip(new_state[:, 3], -AcrobotEnv.MAX_VEL_2, AcrobotEnv.MAX_VEL_2)
         theta1, theta2 = new_state[:, 0], new_state[:, 1]
-        rewards = 2.0 - (np.cos(theta1) + np.cos(theta1 + theta2))
         next_obs = np.stack(
             [np.cos(theta1), np.sin(theta1), np.cos(theta2), np.sin(theta2), new_state[:, 2], new_state[:, 3]], axis=1
         )
+        rewards = SafeAcrobotEnv.tip_height(next_obs)  # from the float64 state, as the env's step
         return next_obs.astype(np.float32), rewards.astype(np.float32), None
 
     @classmethod
