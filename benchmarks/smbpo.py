@@ -314,6 +314,7 @@ def new_model(algo: str, env: gym.Env, args: argparse.Namespace) -> OffPolicyAlg
             model_buffer_size=args.model_buffer_size,
             rollout_batch_size=args.rollout_batch_size,
             rollout_horizon=args.rollout_horizon,
+            rollout_freq=args.rollout_freq,
             model_gradient_steps=args.model_gradient_steps,
             model_initial_gradient_steps=args.model_initial_gradient_steps,
             model_precision=args.model_precision,
@@ -329,6 +330,9 @@ def train(algo: str, args: argparse.Namespace) -> tuple[OffPolicyAlgorithm, RunT
     checkpoint = Checkpoint(args.out_dir / f"{algo}_checkpoint")
     restored = checkpoint.load(ALGORITHMS[algo], env, args.device) if args.resume else None
     model, trace = restored if restored is not None else (new_model(algo, env, args), RunTrace())
+    if isinstance(model, SMBPO):
+        # Checkpoints written before SMBPO had rollout_freq load with its default, 1.
+        model.rollout_freq = args.rollout_freq
     callback = TraceCallback(trace, args.learning_starts, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
     if model.num_timesteps < args.steps:
         model.learn(args.steps - model.num_timesteps, callback=callback, reset_num_timesteps=restored is None)
@@ -425,6 +429,9 @@ def main() -> None:
     parser.add_argument("--target-entropy", type=float, default=-1.0, help="paper: hopper -1")
     parser.add_argument("--rollout-batch-size", type=int, default=100)
     parser.add_argument("--rollout-horizon", type=int, default=10)
+    parser.add_argument("--rollout-freq", type=int, default=1,
+                        help="SMBPO branches its rollouts every N env steps, --rollout-batch-size for each step since "
+                             "the last ones (1: the paper); applies to a --resume'd run too")
     parser.add_argument("--model-buffer-size", type=int, default=1_000_000)
     parser.add_argument("--model-gradient-steps", type=int, default=2000)
     parser.add_argument("--model-initial-gradient-steps", type=int, default=10_000)

@@ -331,6 +331,19 @@ def test_learn_runs_and_logs(env_id: str) -> None:
         assert "rollout/model_violation_rate" in writer.keys
 
 
+def test_rollouts_are_branched_every_rollout_freq_steps_at_the_same_rate_per_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = SMBPO("MlpPolicy", "SafePendulum-v0", **{**TINY, "rollout_freq": 4})
+    requested: list[int] = []
+    branch = model.model_rollouts
+    monkeypatch.setattr(model, "model_rollouts", lambda n_starts: requested.append(n_starts) or branch(n_starts))
+    model.learn(109)  # updates after steps 101-109
+    per_step = TINY["rollout_batch_size"]
+    assert requested == [per_step, 0, 0, 0, 4 * per_step, 0, 0, 0, 4 * per_step]
+    assert model.model_rows_generated > 0
+
+
 def test_fixed_and_stochastic_penalty_modes() -> None:
     fixed = SMBPO("MlpPolicy", "SafePendulum-v0", penalty=12.5, **TINY)
     fixed.learn(110)
@@ -377,6 +390,8 @@ def test_bad_arguments_are_rejected() -> None:
         SMBPO("MlpPolicy", "SafePendulum-v0", real_ratio=1.5)
     with pytest.raises(ValueError, match="rollout_horizon"):
         SMBPO("MlpPolicy", "SafePendulum-v0", rollout_horizon=0)
+    with pytest.raises(ValueError, match="rollout_freq"):
+        SMBPO("MlpPolicy", "SafePendulum-v0", rollout_freq=0)
     with pytest.raises(ValueError, match="precision"):
         SMBPO("MlpPolicy", "SafePendulum-v0", model_precision="half")
 
