@@ -107,11 +107,15 @@ class Checkpoint:
         pointer = self.directory / "latest"
         return self.directory / pointer.read_text().strip() if pointer.exists() else None
 
-    def load(self, algo_class: type[OffPolicyAlgorithm], env: gym.Env, device: str) -> tuple[OffPolicyAlgorithm, RunTrace] | None:
+    def load(
+        self, algo_class: type[OffPolicyAlgorithm], env: gym.Env, device: str, **overrides: Any
+    ) -> tuple[OffPolicyAlgorithm, RunTrace] | None:
+        """The latest checkpoint's model (with ``overrides`` of its saved attributes, set by SB3's ``load``
+        before the algorithm checks its arguments) and trace, or None when there is none yet."""
         folder = self._latest_folder()
         if folder is None:
             return None
-        model = algo_class.load(folder / "model.zip", env=env, device=device)
+        model = algo_class.load(folder / "model.zip", env=env, device=device, **overrides)
         model.load_replay_buffer(folder / "replay_buffer.pkl")
         return model, RunTrace(**json.loads((folder / "trace.json").read_text()))
 
@@ -328,11 +332,10 @@ def train(algo: str, args: argparse.Namespace) -> tuple[OffPolicyAlgorithm, RunT
     """Train ``algo`` to ``args.steps`` env steps, from the last checkpoint when ``--resume`` finds one."""
     env = gym.make(args.env)
     checkpoint = Checkpoint(args.out_dir / f"{algo}_checkpoint")
-    restored = checkpoint.load(ALGORITHMS[algo], env, args.device) if args.resume else None
+    # The command's --rollout-freq wins over the checkpoint's (those written before SMBPO had it hold none).
+    overrides = {"rollout_freq": args.rollout_freq} if algo == "smbpo" else {}
+    restored = checkpoint.load(ALGORITHMS[algo], env, args.device, **overrides) if args.resume else None
     model, trace = restored if restored is not None else (new_model(algo, env, args), RunTrace())
-    if isinstance(model, SMBPO):
-        # Checkpoints written before SMBPO had rollout_freq load with its default, 1.
-        model.rollout_freq = args.rollout_freq
     callback = TraceCallback(trace, args.learning_starts, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
     if model.num_timesteps < args.steps:
         model.learn(args.steps - model.num_timesteps, callback=callback, reset_num_timesteps=restored is None)

@@ -20,7 +20,8 @@ def tiny_args(out_dir: Path, resume: bool) -> argparse.Namespace:
         env="SafePendulum-v0", steps=300, learning_starts=100, gradient_steps=1, batch_size=32,
         target_entropy=-1.0, seed=0, device="cpu", threads=1, out_dir=out_dir,
         checkpoint_every=100, resume=resume, background_model_fit=False,
-        fused_sac_update=False,
+        fused_sac_update=False, rollout_batch_size=5, rollout_horizon=3, rollout_freq=1, model_buffer_size=2000,
+        model_gradient_steps=20, model_initial_gradient_steps=50, model_precision="float32",
     )
 
 
@@ -54,6 +55,15 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path: Path, monkey
     model, again = bench.train("sac", tiny_args(tmp_path, resume=True))
     assert model.num_timesteps == 300 and model.replay_buffer.size() == 300
     assert again == trace
+
+
+def test_a_resumed_smbpo_run_takes_the_commands_rollout_freq_checked_by_smbpo(tmp_path: Path) -> None:
+    bench.train("smbpo", argparse.Namespace(**{**vars(tiny_args(tmp_path, resume=False)), "steps": 200}))
+    resumed = argparse.Namespace(**{**vars(tiny_args(tmp_path, resume=True)), "steps": 250, "rollout_freq": 5})
+    model, _ = bench.train("smbpo", resumed)
+    assert model.rollout_freq == 5 and model.num_timesteps == 250
+    with pytest.raises(ValueError, match="rollout_freq must be a positive integer"):
+        bench.train("smbpo", argparse.Namespace(**{**vars(resumed), "rollout_freq": 0}))
 
 
 def test_results_from_different_settings_are_not_combined(tmp_path: Path) -> None:
