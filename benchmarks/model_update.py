@@ -21,8 +21,6 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +29,7 @@ from bench_plots import saved_figure
 from torch.profiler import profile
 
 from sb3_safe.common.dynamics import GaussianEnsemble, fit_ensemble
-
-
-@contextmanager
-def denormals_flushed(flag: bool) -> Iterator[None]:
-    """Denormals flushed to zero (``flag``) or kept in this thread; kept again afterwards (the default)."""
-    th.set_flush_denormal(flag)
-    try:
-        yield
-    finally:
-        th.set_flush_denormal(False)
+from sb3_safe.common.float_modes import denormals_flushed
 
 
 class EnsembleFit:

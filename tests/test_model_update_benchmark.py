@@ -7,7 +7,8 @@ import argparse
 import pytest
 import torch as th
 from benchmark_modules import load_benchmark
-from float_modes import flushes_denormals
+
+from sb3_safe.common.float_modes import flushes_denormals
 
 micro = load_benchmark("model_update")
 

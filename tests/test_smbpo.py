@@ -15,10 +15,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from float_modes import flushes_denormals
 from stable_baselines3.common.logger import KVWriter, Logger
 
 import sb3_safe  # noqa: F401 - registers the safe envs
+from sb3_safe.common.float_modes import denormals_flushed, flushes_denormals
 from sb3_safe.smbpo import SMBPO, SMBPOReplayBuffer, deterministic_penalty, stochastic_penalty
 
 TINY: dict[str, Any] = {
@@ -489,6 +489,45 @@ def test_model_fits_run_in_a_thread_thatflushes_denormals_and_leave_the_callers_
 
     assert model._fit_executor is not None
     assert model._fit_executor.submit(flushes_denormals).result()
+    assert not flushes_denormals()
+
+
+@pytest.mark.parametrize("fused_sac_update", [False, True])
+@pytest.mark.parametrize("caller_flushes", [False, True])
+def test_sac_updates_and_rollouts_run_with_denormals_flushed_and_the_callers_setting_comes_back(
+    monkeypatch: pytest.MonkeyPatch, fused_sac_update: bool, caller_flushes: bool
+) -> None:
+    model = SMBPO("MlpPolicy", "SafePendulum-v0", **TINY, fused_sac_update=fused_sac_update)
+    seen: dict[str, list[bool]] = {"rollouts": [], "sac": []}
+    rollouts, sac_update = model.model_rollouts, model._sac_update
+
+    def recording_rollouts(n_starts: int) -> tuple[int, int]:
+        seen["rollouts"].append(flushes_denormals())
+        return rollouts(n_starts)
+
+    def recording_sac_update(gradient_steps: int, batch_size: int) -> None:
+        seen["sac"].append(flushes_denormals())
+        sac_update(gradient_steps, batch_size)
+
+    monkeypatch.setattr(model, "model_rollouts", recording_rollouts)
+    monkeypatch.setattr(model, "_sac_update", recording_sac_update)
+    with denormals_flushed(caller_flushes):
+        model.learn(110)
+        assert flushes_denormals() == caller_flushes
+
+    assert len(seen["sac"]) == 10 and all(seen["sac"]) and all(seen["rollouts"])
+    assert model._n_updates == 2 * 10
+
+
+def test_denormals_flushed_restores_the_threads_previous_setting() -> None:
+    assert not flushes_denormals()
+    with denormals_flushed():
+        assert flushes_denormals()
+        assert float((th.tensor([1e-39]) * 1.0)[0]) == 0.0
+        with denormals_flushed(False):
+            assert not flushes_denormals()
+            assert float((th.tensor([1e-39]) * 1.0)[0]) > 0.0
+        assert flushes_denormals()
     assert not flushes_denormals()
 
 

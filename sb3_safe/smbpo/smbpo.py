@@ -30,6 +30,7 @@ from stable_baselines3.sac.policies import SACPolicy
 
 from sb3_safe.common.cost import env_name, read_vec_costs
 from sb3_safe.common.dynamics import PRECISIONS, EnsembleFitResult, GaussianEnsemble, fit_ensemble
+from sb3_safe.common.float_modes import denormals_flushed
 from sb3_safe.common.sac_update import fused_sac_train
 from sb3_safe.common.safety_stats import SafetyStats, SafetyStatsMixin
 from sb3_safe.smbpo.buffers import SMBPOReplayBuffer
@@ -518,8 +519,8 @@ class SMBPO(SafetyStatsMixin, SAC):
         if self._fit_executor is None:
             # Flush denormal floats to zero in the fitting thread: Adam's moments of weights with
             # zero gradient (fed by dead ReLU units) decay into denormals, which x86 CPUs process many
-            # times slower (the fused Adam step took 4.6 instead of 0.9 ms, docs/benchmarks.md).
-            # Flushing is a per-thread CPU setting, so the user's threads keep theirs.
+            # times slower (the fused Adam step took 4.6 instead of 0.9 ms, docs/benchmarks.md). The
+            # thread is SMBPO's own, so it keeps the setting; ``train`` sets and restores the caller's.
             self._fit_executor = ThreadPoolExecutor(
                 max_workers=1,
                 thread_name_prefix="smbpo-model-fit",
@@ -620,16 +621,22 @@ class SMBPO(SafetyStatsMixin, SAC):
     # ------------------------------------------------------------------ SAC hooks
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         """Model fit when due, model rollouts when due (:meth:`_rollouts_due`), then SAC's updates on
-        mixed batches."""
-        self._maybe_fit_model()
-        n_stored, n_unsafe = self.model_rollouts(self._rollouts_due())
-        self._model_transitions_since_dump += n_stored
-        self._model_violations_since_dump += n_unsafe
+        mixed batches, all with denormal floats flushed to zero in the calling thread (its own setting
+        is restored afterwards): the SAC optimisers' moments fill with denormals over a long run, as
+        the ensemble's do (:mod:`sb3_safe.common.float_modes`)."""
+        with denormals_flushed():
+            self._maybe_fit_model()
+            n_stored, n_unsafe = self.model_rollouts(self._rollouts_due())
+            self._model_transitions_since_dump += n_stored
+            self._model_violations_since_dump += n_unsafe
+            self._sac_update(gradient_steps, batch_size)
+        self._record_model_logs()
+
+    def _sac_update(self, gradient_steps: int, batch_size: int) -> None:
         if self.fused_sac_update:
             fused_sac_train(self, gradient_steps, batch_size)
         else:
             super().train(gradient_steps, batch_size)
-        self._record_model_logs()
 
     def _record_model_logs(self) -> None:
         self.logger.record("train/penalty_c", self.penalty_c)
