@@ -41,6 +41,7 @@ import json
 import pstats
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ import sb3_safe  # noqa: F401 - registers the safe envs
 from sb3_safe.common.cost import read_vec_costs
 from sb3_safe.common.dynamics import EnsembleLinear
 from sb3_safe.common.evaluation import evaluate_safe_policy
+from sb3_safe.common.float_modes import denormals_flushed
 from sb3_safe.smbpo import SMBPO
 
 
@@ -337,8 +339,11 @@ def train(algo: str, args: argparse.Namespace) -> tuple[OffPolicyAlgorithm, RunT
     restored = checkpoint.load(ALGORITHMS[algo], env, args.device, **overrides) if args.resume else None
     model, trace = restored if restored is not None else (new_model(algo, env, args), RunTrace())
     callback = TraceCallback(trace, args.learning_starts, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
+    # SMBPO flushes denormals in its own train(); SB3's SAC keeps them unless --sac-flush-denormals.
+    flush = denormals_flushed() if algo == "sac" and args.sac_flush_denormals else nullcontext()
     if model.num_timesteps < args.steps:
-        model.learn(args.steps - model.num_timesteps, callback=callback, reset_num_timesteps=restored is None)
+        with flush:
+            model.learn(args.steps - model.num_timesteps, callback=callback, reset_num_timesteps=restored is None)
     return model, trace
 
 
@@ -360,6 +365,7 @@ def algorithm_result(algo: str, args: argparse.Namespace, peak: float, peak_bf16
         **asdict(trace),
         **final_evaluation(model, args.env, args.eval_episodes, args.seed),
         "violations_total": trace.violations,
+        "sac_flush_denormals": algo == "sac" and args.sac_flush_denormals,
         "wall_s_per_env_step": per_step_s,
         "flops_per_env_step": flops,
         "matmul_peak_flops": peak,
@@ -445,6 +451,9 @@ def main() -> None:
     parser.add_argument("--fused-sac-update", action="store_true",
                         help="SMBPO's SAC steps with one backward pass (SMBPO(fused_sac_update=True)) and fused Adam "
                              "kernels; SAC stays SB3's")
+    parser.add_argument("--sac-flush-denormals", action="store_true",
+                        help="SB3's SAC trains with denormal floats flushed to zero, as SMBPO's train() always does "
+                             "(a reference: SB3 keeps them)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-episodes", type=int, default=10, help="deterministic episodes of the final evaluation")
     parser.add_argument("--profile-steps", type=int, default=250, help="SMBPO steps under cProfile at the end (0: none; 250 = one model fit)")

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from benchmark_modules import load_benchmark
 
+from sb3_safe.common.float_modes import flushes_denormals
+
 bench = load_benchmark("smbpo")
 
 
@@ -21,7 +23,7 @@ def tiny_args(out_dir: Path, resume: bool) -> argparse.Namespace:
         target_entropy=-1.0, seed=0, device="cpu", threads=1, out_dir=out_dir,
         checkpoint_every=100, resume=resume, background_model_fit=False,
         fused_sac_update=False, rollout_batch_size=5, rollout_horizon=3, rollout_freq=1, model_buffer_size=2000,
-        model_gradient_steps=20, model_initial_gradient_steps=50, model_precision="float32",
+        model_gradient_steps=20, model_initial_gradient_steps=50, model_precision="float32", sac_flush_denormals=False,
     )
 
 
@@ -64,6 +66,27 @@ def test_a_resumed_smbpo_run_takes_the_commands_rollout_freq_checked_by_smbpo(tm
     assert model.rollout_freq == 5 and model.num_timesteps == 250
     with pytest.raises(ValueError, match="rollout_freq must be a positive integer"):
         bench.train("smbpo", argparse.Namespace(**{**vars(resumed), "rollout_freq": 0}))
+
+
+@pytest.mark.parametrize("sac_flush_denormals", [False, True])
+def test_sac_trains_with_denormals_flushed_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sac_flush_denormals: bool
+) -> None:
+    seen: list[bool] = []
+    sac_train = bench.SAC.train
+
+    def recording_train(self, gradient_steps: int, batch_size: int = 64) -> None:  # type: ignore[no-untyped-def]
+        seen.append(flushes_denormals())
+        sac_train(self, gradient_steps, batch_size)
+
+    monkeypatch.setattr(bench.SAC, "train", recording_train)
+    args = tiny_args(tmp_path, resume=False)
+    args.steps, args.checkpoint_every, args.sac_flush_denormals = 120, 0, sac_flush_denormals
+
+    bench.train("sac", args)
+
+    assert len(seen) == 20 and set(seen) == {sac_flush_denormals}
+    assert not flushes_denormals()
 
 
 def test_results_from_different_settings_are_not_combined(tmp_path: Path) -> None:
