@@ -29,6 +29,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import torch as th
@@ -41,7 +42,8 @@ import sb3_safe  # noqa: F401 - registers the safe envs
 from sb3_safe.common.float_modes import denormals_flushed
 from sb3_safe.smbpo import SMBPO
 
-SMALLEST_NORMAL_FLOAT32 = float(th.finfo(th.float32).tiny)
+FLOAT32_EXPONENT_BITS = 0x7F800000
+FLOAT32_MANTISSA_BITS = 0x007FFFFF
 VARIANTS = {"kept": False, "flushed": True}
 
 
@@ -53,15 +55,21 @@ def load_checkpoint(algo_class: type[SAC], folder: Path, env_id: str) -> SAC:
     return model
 
 
+def count_denormals(values: th.Tensor) -> int:
+    """Denormal entries of a float32 tensor, read from the bits (exponent 0, mantissa not 0), so that the
+    count holds whatever the thread's denormal setting (with flushing on, comparisons see them as 0)."""
+    bits = values.detach().float().contiguous().view(th.int32)
+    return int(((bits & FLOAT32_EXPONENT_BITS == 0) & (bits & FLOAT32_MANTISSA_BITS != 0)).sum())
+
+
 def denormal_counts(model: SAC) -> dict[str, int]:
     """Denormal entries of the actor's and critics' Adam moments, and how many entries they have."""
     counts = {"exp_avg": 0, "exp_avg_sq": 0, "entries": 0}
     for optimizer in (model.actor.optimizer, model.critic.optimizer):
         for state in optimizer.state.values():
             for key in ("exp_avg", "exp_avg_sq"):
-                moment = state[key]
-                counts[key] += int(((moment != 0) & (moment.abs() < SMALLEST_NORMAL_FLOAT32)).sum())
-                counts["entries"] += moment.numel()
+                counts[key] += count_denormals(state[key])
+                counts["entries"] += state[key].numel()
     return counts
 
 
@@ -72,19 +80,22 @@ def sac_step(model: SAC) -> Callable[[int, int], None]:
 
 
 def ms_per_update(step: Callable[[int, int], None], flush: bool, updates: int, batch_size: int) -> float:
+    """Wall-clock ms per gradient step of ``updates`` steps with denormals flushed (``flush``) or kept."""
     with denormals_flushed(flush):
         start = time.perf_counter()
         step(updates, batch_size)
         return 1e3 * (time.perf_counter() - start) / updates
 
 
-def measure(algo_class: type[SAC], folder: Path, args: argparse.Namespace) -> dict:
-    """Counts and timings of one checkpoint, both variants from their own copy of it."""
+def measure(algo_class: type[SAC], folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Counts and timings of one checkpoint, both variants from their own copy of it, timed in turns
+    whose order alternates between repeats (so that a drift of the machine's speed hits both)."""
     models = {name: load_checkpoint(algo_class, folder, args.env) for name in VARIANTS}
     counts_before, updates_before = denormal_counts(models["kept"]), models["kept"]._n_updates
     timings: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for _ in range(args.repeats):
-        for name, flush in VARIANTS.items():
+    for repeat in range(args.repeats):
+        order = list(VARIANTS.items()) if repeat % 2 == 0 else list(reversed(VARIANTS.items()))
+        for name, flush in order:
             timings[name].append(ms_per_update(sac_step(models[name]), flush, args.updates, args.batch_size))
     median_ms = {name: statistics.median(values) for name, values in timings.items()}
     return {
@@ -100,7 +111,8 @@ def measure(algo_class: type[SAC], folder: Path, args: argparse.Namespace) -> di
     }
 
 
-def plot(results: dict[str, dict], path: Path, title: str) -> None:
+def plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    """Bar chart of the median ms per gradient step of every checkpoint and variant."""
     with saved_figure(path, figsize=(6, 3.5), dpi=120) as (fig, ax):
         labels, heights, colors = [], [], []
         for algo, result in results.items():

@@ -452,8 +452,8 @@ def main() -> None:
                         help="SMBPO's SAC steps with one backward pass (SMBPO(fused_sac_update=True)) and fused Adam "
                              "kernels; SAC stays SB3's")
     parser.add_argument("--sac-flush-denormals", action="store_true",
-                        help="SB3's SAC trains with denormal floats flushed to zero, as SMBPO's train() always does "
-                             "(a reference: SB3 keeps them)")
+                        help="SB3's SAC runs its whole learn() (env steps and acting included) with denormal floats "
+                             "flushed to zero, a reference: SB3 keeps them, SMBPO flushes them in its train()")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-episodes", type=int, default=10, help="deterministic episodes of the final evaluation")
     parser.add_argument("--profile-steps", type=int, default=250, help="SMBPO steps under cProfile at the end (0: none; 250 = one model fit)")

@@ -622,8 +622,9 @@ class SMBPO(SafetyStatsMixin, SAC):
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         """Model fit when due, model rollouts when due (:meth:`_rollouts_due`), then SAC's updates on
         mixed batches, all with denormal floats flushed to zero in the calling thread (its own setting
-        is restored afterwards): the SAC optimisers' moments fill with denormals over a long run, as
-        the ensemble's do (:mod:`sb3_safe.common.float_modes`)."""
+        is restored afterwards; torch's intra-op worker threads are not touched): the SAC optimisers'
+        moments fill with denormals over a long run, as the ensemble's do
+        (:mod:`sb3_safe.common.float_modes`)."""
         with denormals_flushed():
             self._maybe_fit_model()
             n_stored, n_unsafe = self.model_rollouts(self._rollouts_due())
@@ -633,6 +634,7 @@ class SMBPO(SafetyStatsMixin, SAC):
         self._record_model_logs()
 
     def _sac_update(self, gradient_steps: int, batch_size: int) -> None:
+        """SAC's gradient steps on mixed batches: :func:`fused_sac_train` or SB3's ``SAC.train``."""
         if self.fused_sac_update:
             fused_sac_train(self, gradient_steps, batch_size)
         else:
