@@ -196,6 +196,13 @@ class TraceCallback(BaseCallback):
         if self.checkpoint is not None and self.checkpoint_every and step > 0 and step != self.last_saved_step:
             self.checkpoint.save(self.model, self.trace)
             self.last_saved_step = step
+            # A progress line, since the report comes only at the end of runs that take hours.
+            trace = self.trace
+            print(
+                f"{type(self.model).__name__} step {step}: {trace.violations} violations, "
+                f"{trace.wall_s_after_warmup:.0f} s after the warm-up, checkpoint saved",
+                flush=True,
+            )
 
     def _on_training_end(self) -> None:
         self._close_segment()

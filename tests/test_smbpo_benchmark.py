@@ -27,7 +27,9 @@ def tiny_args(out_dir: Path, resume: bool) -> argparse.Namespace:
     )
 
 
-def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_run_resumes_from_its_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     save = bench.Checkpoint.save
 
     def save_then_stop_at_200(self, model, trace) -> None:  # type: ignore[no-untyped-def]
@@ -43,8 +45,10 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path: Path, monkey
     assert not (folder / "step_100").exists()  # the previous checkpoint is removed once the new one is complete
     monkeypatch.setattr(bench.Checkpoint, "save", save)
 
+    capsys.readouterr()
     model, trace = bench.train("sac", tiny_args(tmp_path, resume=True))
     assert model.num_timesteps == 300
+    assert f"SAC step 300: {trace.violations} violations" in capsys.readouterr().out
     assert model.replay_buffer.size() == 300  # the 200 saved transitions and the 100 new ones
     assert trace.steps == [100, 200, 300]
     assert trace.cumulative_violations == sorted(trace.cumulative_violations)
