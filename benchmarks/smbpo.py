@@ -337,6 +337,12 @@ def new_model(algo: str, env: gym.Env, args: argparse.Namespace) -> OffPolicyAlg
     return SAC("MlpPolicy", env, **common)
 
 
+def sac_flushes_denormals(algo: str, args: argparse.Namespace) -> bool:
+    """Whether this run is SB3's SAC with denormals flushed (``--sac-flush-denormals``); SMBPO flushes them
+    in its own ``train()`` whatever the flag."""
+    return algo == "sac" and args.sac_flush_denormals
+
+
 def train(algo: str, args: argparse.Namespace) -> tuple[OffPolicyAlgorithm, RunTrace]:
     """Train ``algo`` to ``args.steps`` env steps, from the last checkpoint when ``--resume`` finds one."""
     env = gym.make(args.env)
@@ -346,8 +352,7 @@ def train(algo: str, args: argparse.Namespace) -> tuple[OffPolicyAlgorithm, RunT
     restored = checkpoint.load(ALGORITHMS[algo], env, args.device, **overrides) if args.resume else None
     model, trace = restored if restored is not None else (new_model(algo, env, args), RunTrace())
     callback = TraceCallback(trace, args.learning_starts, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
-    # SMBPO flushes denormals in its own train(); SB3's SAC keeps them unless --sac-flush-denormals.
-    flush = denormals_flushed() if algo == "sac" and args.sac_flush_denormals else nullcontext()
+    flush = denormals_flushed() if sac_flushes_denormals(algo, args) else nullcontext()
     if model.num_timesteps < args.steps:
         with flush:
             model.learn(args.steps - model.num_timesteps, callback=callback, reset_num_timesteps=restored is None)
@@ -372,7 +377,7 @@ def algorithm_result(algo: str, args: argparse.Namespace, peak: float, peak_bf16
         **asdict(trace),
         **final_evaluation(model, args.env, args.eval_episodes, args.seed),
         "violations_total": trace.violations,
-        "sac_flush_denormals": algo == "sac" and args.sac_flush_denormals,
+        "sac_flush_denormals": sac_flushes_denormals(algo, args),
         "wall_s_per_env_step": per_step_s,
         "flops_per_env_step": flops,
         "matmul_peak_flops": peak,
