@@ -99,13 +99,13 @@ class Checkpoint:
         model.save(folder / "model.zip")
         model.save_replay_buffer(folder / "replay_buffer.pkl")  # type: ignore[attr-defined]
         (folder / "trace.json").write_text(json.dumps(asdict(trace)))
-        previous = self._latest_folder()
+        previous = self.latest_folder()
         (self.directory / "latest.tmp").write_text(folder.name)
         (self.directory / "latest.tmp").replace(self.directory / "latest")
         if previous is not None and previous != folder:
             shutil.rmtree(previous)
 
-    def _latest_folder(self) -> Path | None:
+    def latest_folder(self) -> Path | None:
         pointer = self.directory / "latest"
         return self.directory / pointer.read_text().strip() if pointer.exists() else None
 
@@ -114,7 +114,7 @@ class Checkpoint:
     ) -> tuple[OffPolicyAlgorithm, RunTrace] | None:
         """The latest checkpoint's model (with ``overrides`` of its saved attributes, set by SB3's ``load``
         before the algorithm checks its arguments) and trace, or None when there is none yet."""
-        folder = self._latest_folder()
+        folder = self.latest_folder()
         if folder is None:
             return None
         model = algo_class.load(folder / "model.zip", env=env, device=device, **overrides)
@@ -273,6 +273,17 @@ def smbpo_extra_flops_per_step(model: SMBPO, model_rows_per_step: float, model_u
     return rollouts + fit
 
 
+def flops_per_env_step(
+    model: OffPolicyAlgorithm, gradient_steps: int, batch_size: int, model_rows_per_step: float,
+    model_updates_per_step: float,
+) -> float:
+    """FLOPs of one env step's work: the SAC updates, and for SMBPO its rollouts and model fits."""
+    flops = gradient_steps * sac_update_flops(model, batch_size)  # type: ignore[arg-type]
+    if isinstance(model, SMBPO):
+        flops += smbpo_extra_flops_per_step(model, model_rows_per_step, model_updates_per_step)
+    return flops
+
+
 def profile_smbpo(model: SMBPO, steps: int) -> dict[str, float]:
     """Share of the wall time of ``steps`` more training steps spent in each part of SMBPO's work.
 
@@ -363,12 +374,11 @@ def algorithm_result(algo: str, args: argparse.Namespace, peak: float, peak_bf16
     """Train ``algo``, evaluate it and count its work: the per-algorithm part of the report."""
     model, trace = train(algo, args)
     per_step_s = trace.wall_s_after_warmup / max(trace.steps_after_warmup, 1)
-    flops = args.gradient_steps * sac_update_flops(model, args.batch_size)  # type: ignore[arg-type]
-    if isinstance(model, SMBPO):
-        steps = max(trace.steps_after_warmup, 1)
-        flops += smbpo_extra_flops_per_step(
-            model, trace.model_rows_after_warmup / steps, trace.model_updates_after_warmup / steps
-        )
+    steps = max(trace.steps_after_warmup, 1)
+    flops = flops_per_env_step(
+        model, args.gradient_steps, args.batch_size,
+        trace.model_rows_after_warmup / steps, trace.model_updates_after_warmup / steps,
+    )
     settings = run_settings(args, algo)
     # The peak was measured with --threads threads; a background model fit adds a core.
     peak_of_run = peak * settings["cpu_cores"] / args.threads if model.device.type == "cpu" else peak
