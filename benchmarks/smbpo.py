@@ -160,6 +160,17 @@ class TraceCallback(BaseCallback):
         if self.segment_start is not None:
             self.trace.wall_s_after_warmup += time.perf_counter() - self.segment_start
             self.segment_start = None
+        self._count_after_warmup()
+
+    def _count_after_warmup(self) -> None:
+        # Brought up to date at every checkpoint, not only at the end, because benchmarks/smbpo_segment.py
+        # counts a resumed run's stretch from the trace of the checkpoint it resumed from.
+        trace = self.trace
+        if trace.warmup_done:
+            trace.steps_after_warmup = self.num_timesteps - self.learning_starts
+            trace.model_rows_after_warmup = self._model_rows() - trace.model_rows_at_warmup_end
+            trace.model_updates_after_warmup = self._model_updates() - trace.model_updates_at_warmup_end
+            trace.violations_after_warmup = trace.violations - trace.violations_at_warmup_end
 
     def _on_step(self) -> bool:
         trace = self.trace
@@ -206,12 +217,6 @@ class TraceCallback(BaseCallback):
 
     def _on_training_end(self) -> None:
         self._close_segment()
-        trace = self.trace
-        if trace.warmup_done:
-            trace.steps_after_warmup = self.num_timesteps - self.learning_starts
-            trace.model_rows_after_warmup = self._model_rows() - trace.model_rows_at_warmup_end
-            trace.model_updates_after_warmup = self._model_updates() - trace.model_updates_at_warmup_end
-            trace.violations_after_warmup = trace.violations - trace.violations_at_warmup_end
         # The finished run too, so that a resume after training (during the evaluation or the
         # profile) trains no further step.
         self._save_checkpoint()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,22 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 def run_peak_flops(result: dict[str, Any]) -> float:
     """The matmul peak that ``result``'s utilisation was computed against (one measured peak times the
-    cores the run occupied over its threads), recovered from the three numbers the result stores."""
-    return result["flops_per_env_step"] / result["wall_s_per_env_step"] / result["utilisation"]
+    cores the run occupied over its threads), recovered from the three numbers the result stores, so
+    that results written before this script existed can be cut too."""
+    utilisation = result["utilisation"]
+    if not math.isfinite(utilisation) or utilisation <= 0:
+        raise ValueError(f"the result's utilisation is {utilisation}: it has no timed env step to recover the peak from")
+    return result["flops_per_env_step"] / result["wall_s_per_env_step"] / utilisation
 
 
 def check_same_run(start: dict[str, Any], result: dict[str, Any]) -> None:
     """Refuse a start trace that is not an earlier state of the run that wrote ``result``."""
     recorded = len(start["steps"])
+    if recorded and start["warmup_done"] and result["run"]["learning_starts"] + start["steps_after_warmup"] < start["steps"][-1]:
+        # Checkpoints written before benchmarks/smbpo.py kept these counters current at every save.
+        raise ValueError(f"the start trace's after-warm-up counters stop at step "
+                         f"{result['run']['learning_starts'] + start['steps_after_warmup']} although it records step "
+                         f"{start['steps'][-1]}: a checkpoint saved mid-run by an older benchmarks/smbpo.py")
     if (
         result["steps"][:recorded] != start["steps"]
         or result["cumulative_violations"][:recorded] != start["cumulative_violations"]
@@ -53,6 +63,7 @@ def segment(start: dict[str, Any], result: dict[str, Any], model: OffPolicyAlgor
     steps = result["steps_after_warmup"] - start["steps_after_warmup"]
     wall_s = result["wall_s_after_warmup"] - start["wall_s_after_warmup"]
     learning_starts = result["run"]["learning_starts"]
+    peak = run_peak_flops(result)
     flops = flops_per_env_step(
         model,
         result["run"]["gradient_steps"],
@@ -71,8 +82,8 @@ def segment(start: dict[str, Any], result: dict[str, Any], model: OffPolicyAlgor
         "falls_after_warmup_total": result["violations_after_warmup"],
         "model_rows_per_step": (result["model_rows_after_warmup"] - start["model_rows_after_warmup"]) / steps,
         "flops_per_env_step": flops,
-        "matmul_peak_flops_of_run": run_peak_flops(result),
-        "utilisation": flops / (wall_s / steps) / run_peak_flops(result),
+        "matmul_peak_flops_of_run": peak,
+        "utilisation": flops / (wall_s / steps) / peak,
         "eval_return": result["eval_return"],
         "eval_violations_mean": result["eval_violations"],
         "run": result["run"],
@@ -109,10 +120,12 @@ def main() -> None:
                         help="an algorithm (sac or smbpo), the trace.json it resumed from, and its --out-dir")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args()
-    segments = {}
+    segments: dict[str, dict[str, Any]] = {}
     for algo, start_trace, out_dir in args.run:
         if algo not in ALGORITHMS:
             parser.error(f"--run: unknown algorithm {algo!r}; choose from {sorted(ALGORITHMS)}")
+        if algo in segments:
+            parser.error(f"--run: {algo} given twice; one stretch per algorithm")
         result = json.loads((Path(out_dir) / f"{algo}_result.json").read_text())
         start = json.loads(Path(start_trace).read_text())
         segments[algo] = segment(start, result, load_final_model(algo, Path(out_dir)))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from benchmark_modules import load_benchmark
-from test_smbpo_benchmark import tiny_args
+from test_smbpo_benchmark import Interrupted, tiny_args
 
 bench = load_benchmark("smbpo")
 segment_script = load_benchmark("smbpo_segment")
@@ -80,13 +80,57 @@ def test_the_stretch_counts_only_its_own_model_rollouts_and_fits(tmp_path: Path)
     assert stretch["flops_per_env_step"] < result["flops_per_env_step"]
 
 
-def test_a_trace_of_another_run_or_of_the_end_is_refused() -> None:
-    result = {"steps": [100, 200, 300], "cumulative_violations": [3, 4, 6], "steps_after_warmup": 200}
-    other = {"steps": [100, 200], "cumulative_violations": [3, 5], "steps_after_warmup": 100}
+def test_a_stretch_from_a_checkpoint_saved_mid_run_counts_only_the_steps_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save = bench.Checkpoint.save
+    start_trace = tmp_path / "start_trace.json"
+
+    def save_then_stop_at_200(self, model, trace) -> None:  # type: ignore[no-untyped-def]
+        save(self, model, trace)
+        if model.num_timesteps == 200:
+            shutil.copy(self.directory / "step_200" / "trace.json", start_trace)
+            raise Interrupted
+
+    monkeypatch.setattr(bench.Checkpoint, "save", save_then_stop_at_200)
+    with pytest.raises(Interrupted):
+        bench.train("smbpo", tiny_args(tmp_path, resume=False))  # a 300-step run, stopped at its checkpoint at 200
+    monkeypatch.setattr(bench.Checkpoint, "save", save)
+    resumed = argparse.Namespace(**{**vars(tiny_args(tmp_path, resume=True)), "eval_episodes": 1, "profile_steps": 0})
+    result = bench.algorithm_result("smbpo", resumed, ONE_CORE_PEAK, ONE_CORE_PEAK)
+    start = json.loads(start_trace.read_text())
+
+    stretch = segment_script.segment(start, result, segment_script.load_final_model("smbpo", tmp_path))
+
+    assert (stretch["from_step"], stretch["env_steps"]) == (200, 100)
+    assert stretch["wall_s"] == pytest.approx(result["wall_s_after_warmup"] - start["wall_s_after_warmup"])
+    assert stretch["falls"] == result["violations_after_warmup"] - (start["violations"] - start["violations_at_warmup_end"])
+
+
+def test_a_trace_of_another_run_of_the_end_or_with_stale_counters_is_refused() -> None:
+    result = {"steps": [100, 200, 300], "cumulative_violations": [3, 4, 6], "steps_after_warmup": 200,
+              "run": {"learning_starts": 100}}
+    other = {"steps": [100, 200], "cumulative_violations": [3, 5], "steps_after_warmup": 100, "warmup_done": True}
     with pytest.raises(ValueError, match="not a checkpoint of this run"):
         segment_script.check_same_run(other, result)
+    end = {**result, "warmup_done": True}
     with pytest.raises(ValueError, match="no timed env step after the start trace"):
-        segment_script.check_same_run(result, result)
+        segment_script.check_same_run(end, result)
+    stale = {"steps": [100, 200], "cumulative_violations": [3, 4], "steps_after_warmup": 0, "warmup_done": True}
+    with pytest.raises(ValueError, match="saved mid-run by an older"):
+        segment_script.check_same_run(stale, result)
+
+
+def test_one_stretch_per_algorithm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trace = str(tmp_path / "trace.json")
+    monkeypatch.setattr(sys, "argv", ["smbpo_segment.py", "--out", str(tmp_path / "out.json"),
+                                      "--run", "sac", trace, str(tmp_path), "--run", "sac", trace, str(tmp_path)])
+    (tmp_path / "sac_result.json").write_text("{}")
+    monkeypatch.setattr(segment_script, "segment", lambda start, result, model: {})
+    monkeypatch.setattr(segment_script, "load_final_model", lambda algo, out_dir: None)
+    (tmp_path / "trace.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        segment_script.main()
 
 
 def test_segments_of_different_settings_are_not_compared() -> None:
