@@ -363,8 +363,9 @@ def train(algo: str, args: argparse.Namespace) -> tuple[OffPolicyAlgorithm, RunT
     """Train ``algo`` to ``args.steps`` env steps, from the last checkpoint when ``--resume`` finds one."""
     env = gym.make(args.env)
     checkpoint = Checkpoint(args.out_dir / f"{algo}_checkpoint")
-    # The command's --rollout-freq wins over the checkpoint's (those written before SMBPO had it hold none).
-    overrides = {"rollout_freq": args.rollout_freq} if algo == "smbpo" else {}
+    # The command's --rollout-freq and --model-precision win over the checkpoint's (those written before SMBPO
+    # had rollout_freq hold none; the ensemble's weights are float32 in either precision, so a run can switch).
+    overrides = {"rollout_freq": args.rollout_freq, "model_precision": args.model_precision} if algo == "smbpo" else {}
     restored = checkpoint.load(ALGORITHMS[algo], env, args.device, **overrides) if args.resume else None
     model, trace = restored if restored is not None else (new_model(algo, env, args), RunTrace())
     callback = TraceCallback(trace, args.learning_starts, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
@@ -472,7 +473,8 @@ def main() -> None:
     parser.add_argument("--model-gradient-steps", type=int, default=2000)
     parser.add_argument("--model-initial-gradient-steps", type=int, default=10_000)
     parser.add_argument("--model-precision", choices=("float32", "bfloat16"), default="float32",
-                        help="dtype of SMBPO's ensemble hidden matmuls (float32: the paper)")
+                        help="dtype of SMBPO's ensemble hidden matmuls (float32: the paper); applies to a --resume'd "
+                             "run too")
     parser.add_argument("--background-model-fit", action="store_true",
                         help="SMBPO fits its model in a background thread on one more core (not the paper's timing)")
     parser.add_argument("--fused-sac-update", action="store_true",

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 import pytest
+import torch as th
 from benchmark_modules import load_benchmark
 
 from sb3_safe.common.float_modes import flushes_denormals
@@ -63,11 +64,17 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(
     assert again == trace
 
 
-def test_a_resumed_smbpo_run_takes_the_commands_rollout_freq_checked_by_smbpo(tmp_path: Path) -> None:
-    bench.train("smbpo", argparse.Namespace(**{**vars(tiny_args(tmp_path, resume=False)), "steps": 200}))
-    resumed = argparse.Namespace(**{**vars(tiny_args(tmp_path, resume=True)), "steps": 250, "rollout_freq": 5})
+def test_a_resumed_smbpo_run_takes_the_commands_rollout_freq_and_precision_checked_by_smbpo(tmp_path: Path) -> None:
+    first = {**vars(tiny_args(tmp_path, resume=False)), "steps": 200, "model_precision": "bfloat16"}
+    trained, _ = bench.train("smbpo", argparse.Namespace(**first))
+    weights = {k: v.clone() for k, v in trained.dynamics.state_dict().items()}
+    resumed = argparse.Namespace(**{**vars(tiny_args(tmp_path, resume=True)), "steps": 200, "rollout_freq": 5})
     model, _ = bench.train("smbpo", resumed)
-    assert model.rollout_freq == 5 and model.num_timesteps == 250
+    assert model.rollout_freq == 5 and model.model_precision == "float32"
+    assert model.dynamics.precision == "float32"
+    assert all(th.equal(model.dynamics.state_dict()[k], w) for k, w in weights.items())  # the fitted model carries over
+    model, _ = bench.train("smbpo", argparse.Namespace(**{**vars(resumed), "steps": 250}))
+    assert model.num_timesteps == 250
     with pytest.raises(ValueError, match="rollout_freq must be a positive integer"):
         bench.train("smbpo", argparse.Namespace(**{**vars(resumed), "rollout_freq": 0}))
 
