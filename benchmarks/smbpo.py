@@ -317,6 +317,8 @@ def profile_smbpo(model: SMBPO, steps: int) -> dict[str, float]:
 
 
 ALGORITHMS: dict[str, type[OffPolicyAlgorithm]] = {"sac": SAC, "smbpo": SMBPO}
+PAPER_ROLLOUT_FREQ = 1
+PAPER_MODEL_PRECISION = "float32"
 
 
 def new_model(algo: str, env: gym.Env, args: argparse.Namespace) -> OffPolicyAlgorithm:
@@ -343,10 +345,10 @@ def new_model(algo: str, env: gym.Env, args: argparse.Namespace) -> OffPolicyAlg
             model_buffer_size=args.model_buffer_size,
             rollout_batch_size=args.rollout_batch_size,
             rollout_horizon=args.rollout_horizon,
-            rollout_freq=args.rollout_freq,
+            rollout_freq=args.rollout_freq if args.rollout_freq is not None else PAPER_ROLLOUT_FREQ,
             model_gradient_steps=args.model_gradient_steps,
             model_initial_gradient_steps=args.model_initial_gradient_steps,
-            model_precision=args.model_precision,
+            model_precision=args.model_precision if args.model_precision is not None else PAPER_MODEL_PRECISION,
             background_model_fit=args.background_model_fit,
             fused_sac_update=args.fused_sac_update,
         )
@@ -363,9 +365,13 @@ def train(algo: str, args: argparse.Namespace) -> tuple[OffPolicyAlgorithm, RunT
     """Train ``algo`` to ``args.steps`` env steps, from the last checkpoint when ``--resume`` finds one."""
     env = gym.make(args.env)
     checkpoint = Checkpoint(args.out_dir / f"{algo}_checkpoint")
-    # The command's --rollout-freq and --model-precision win over the checkpoint's (those written before SMBPO
-    # had rollout_freq hold none; the ensemble's weights are float32 in either precision, so a run can switch).
-    overrides = {"rollout_freq": args.rollout_freq, "model_precision": args.model_precision} if algo == "smbpo" else {}
+    # --rollout-freq and --model-precision, when given, win over the checkpoint's (the ensemble's weights are
+    # float32 in either precision, so a run can switch); otherwise the run keeps its own.
+    overrides = {
+        name: value
+        for name, value in (("rollout_freq", args.rollout_freq), ("model_precision", args.model_precision))
+        if algo == "smbpo" and value is not None
+    }
     restored = checkpoint.load(ALGORITHMS[algo], env, args.device, **overrides) if args.resume else None
     model, trace = restored if restored is not None else (new_model(algo, env, args), RunTrace())
     callback = TraceCallback(trace, args.learning_starts, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
@@ -398,11 +404,18 @@ def algorithm_result(algo: str, args: argparse.Namespace, peak: float, peak_bf16
         "flops_per_env_step": flops,
         "matmul_peak_flops": peak,
         "matmul_peak_flops_bfloat16": peak_bf16,
+        **({"smbpo_settings": smbpo_settings(model)} if isinstance(model, SMBPO) else {}),
         "utilisation": flops / per_step_s / peak_of_run if per_step_s > 0 else float("nan"),
     }
     if isinstance(model, SMBPO) and args.profile_steps > 0:
         result["profile"] = profile_smbpo(model, args.profile_steps)
     return result
+
+
+def smbpo_settings(model: SMBPO) -> dict[str, Any]:
+    """SMBPO's speed settings as the run ended (a resumed run may have changed some), for the result."""
+    names = ("model_precision", "rollout_freq", "fused_sac_update", "background_model_fit")
+    return {name: getattr(model, name) for name in names}
 
 
 def run_settings(args: argparse.Namespace, algo: str) -> dict[str, Any]:
@@ -466,15 +479,16 @@ def main() -> None:
     parser.add_argument("--target-entropy", type=float, default=-1.0, help="paper: hopper -1")
     parser.add_argument("--rollout-batch-size", type=int, default=100)
     parser.add_argument("--rollout-horizon", type=int, default=10)
-    parser.add_argument("--rollout-freq", type=int, default=1,
+    parser.add_argument("--rollout-freq", type=int, default=None,
                         help="SMBPO branches its rollouts every N env steps, --rollout-batch-size for each step since "
-                             "the last ones (1: the paper); applies to a --resume'd run too")
+                             f"the last ones (default {PAPER_ROLLOUT_FREQ}: the paper); given with --resume, it replaces the "
+                             "checkpoint's")
     parser.add_argument("--model-buffer-size", type=int, default=1_000_000)
     parser.add_argument("--model-gradient-steps", type=int, default=2000)
     parser.add_argument("--model-initial-gradient-steps", type=int, default=10_000)
-    parser.add_argument("--model-precision", choices=("float32", "bfloat16"), default="float32",
-                        help="dtype of SMBPO's ensemble hidden matmuls (float32: the paper); applies to a --resume'd "
-                             "run too")
+    parser.add_argument("--model-precision", choices=("float32", "bfloat16"), default=None,
+                        help=f"dtype of SMBPO's ensemble hidden matmuls (default {PAPER_MODEL_PRECISION}: the paper); "
+                             "given with --resume, it replaces the checkpoint's")
     parser.add_argument("--background-model-fit", action="store_true",
                         help="SMBPO fits its model in a background thread on one more core (not the paper's timing)")
     parser.add_argument("--fused-sac-update", action="store_true",

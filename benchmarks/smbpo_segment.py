@@ -87,7 +87,7 @@ def segment(start: dict[str, Any], result: dict[str, Any], model: OffPolicyAlgor
         "eval_return": result["eval_return"],
         "eval_violations_mean": result["eval_violations"],
         "run": result["run"],
-        **({"profile": result["profile"]} if "profile" in result else {}),
+        **{key: result[key] for key in ("smbpo_settings", "profile") if key in result},
     }
 
 

@@ -68,6 +68,9 @@ def test_a_resumed_smbpo_run_takes_the_commands_rollout_freq_and_precision_check
     first = {**vars(tiny_args(tmp_path, resume=False)), "steps": 200, "model_precision": "bfloat16"}
     trained, _ = bench.train("smbpo", argparse.Namespace(**first))
     weights = {k: v.clone() for k, v in trained.dynamics.state_dict().items()}
+    kept = argparse.Namespace(**{**vars(tiny_args(tmp_path, resume=True)), "rollout_freq": None, "model_precision": None})
+    model, _ = bench.train("smbpo", argparse.Namespace(**{**vars(kept), "steps": 200}))
+    assert model.rollout_freq == 1 and model.model_precision == "bfloat16"  # not given: the checkpoint's own
     resumed = argparse.Namespace(**{**vars(tiny_args(tmp_path, resume=True)), "steps": 200, "rollout_freq": 5})
     model, _ = bench.train("smbpo", resumed)
     assert model.rollout_freq == 5 and model.model_precision == "float32"

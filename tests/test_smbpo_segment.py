@@ -49,6 +49,9 @@ def test_a_background_fit_stretch_is_counted_from_the_resume_against_two_cores(
     smbpo, sac = report["smbpo"], report["sac"]
     start, result = json.loads(smbpo_trace.read_text()), json.loads((tmp_path / "smbpo_result.json").read_text())
     assert (smbpo["from_step"], smbpo["to_step"], smbpo["env_steps"]) == (200, 300, 100)
+    assert smbpo["smbpo_settings"] == {"model_precision": "float32", "rollout_freq": 1, "fused_sac_update": False,
+                                       "background_model_fit": True}
+    assert "smbpo_settings" not in report["sac"]
     assert smbpo["wall_s"] == pytest.approx(result["wall_s_after_warmup"] - start["wall_s_after_warmup"])
     assert smbpo["falls"] == result["violations_after_warmup"] - start["violations_after_warmup"]
     # The background fit occupies a second core, so the stretch divides by two cores' peak, as the run did.
