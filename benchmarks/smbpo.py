@@ -317,8 +317,6 @@ def profile_smbpo(model: SMBPO, steps: int) -> dict[str, float]:
 
 
 ALGORITHMS: dict[str, type[OffPolicyAlgorithm]] = {"sac": SAC, "smbpo": SMBPO}
-PAPER_ROLLOUT_FREQ = 1
-PAPER_MODEL_PRECISION = "float32"
 
 
 def new_model(algo: str, env: gym.Env, args: argparse.Namespace) -> OffPolicyAlgorithm:
@@ -345,14 +343,20 @@ def new_model(algo: str, env: gym.Env, args: argparse.Namespace) -> OffPolicyAlg
             model_buffer_size=args.model_buffer_size,
             rollout_batch_size=args.rollout_batch_size,
             rollout_horizon=args.rollout_horizon,
-            rollout_freq=args.rollout_freq if args.rollout_freq is not None else PAPER_ROLLOUT_FREQ,
             model_gradient_steps=args.model_gradient_steps,
             model_initial_gradient_steps=args.model_initial_gradient_steps,
-            model_precision=args.model_precision if args.model_precision is not None else PAPER_MODEL_PRECISION,
             background_model_fit=args.background_model_fit,
             fused_sac_update=args.fused_sac_update,
+            **given_smbpo_settings(args),
         )
     return SAC("MlpPolicy", env, **common)
+
+
+def given_smbpo_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``--rollout-freq`` and ``--model-precision`` where the command gives them: a new run takes SMBPO's
+    defaults (the paper's) for the others, a resumed run its checkpoint's."""
+    given = {"rollout_freq": args.rollout_freq, "model_precision": args.model_precision}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def sac_flushes_denormals(algo: str, args: argparse.Namespace) -> bool:
@@ -365,13 +369,9 @@ def train(algo: str, args: argparse.Namespace) -> tuple[OffPolicyAlgorithm, RunT
     """Train ``algo`` to ``args.steps`` env steps, from the last checkpoint when ``--resume`` finds one."""
     env = gym.make(args.env)
     checkpoint = Checkpoint(args.out_dir / f"{algo}_checkpoint")
-    # --rollout-freq and --model-precision, when given, win over the checkpoint's (the ensemble's weights are
-    # float32 in either precision, so a run can switch); otherwise the run keeps its own.
-    overrides = {
-        name: value
-        for name, value in (("rollout_freq", args.rollout_freq), ("model_precision", args.model_precision))
-        if algo == "smbpo" and value is not None
-    }
+    # The given ones win over the checkpoint's (the ensemble's weights are float32 in either precision, so a
+    # run can switch); otherwise the run keeps its own.
+    overrides = given_smbpo_settings(args) if algo == "smbpo" else {}
     restored = checkpoint.load(ALGORITHMS[algo], env, args.device, **overrides) if args.resume else None
     model, trace = restored if restored is not None else (new_model(algo, env, args), RunTrace())
     callback = TraceCallback(trace, args.learning_starts, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
@@ -431,19 +431,29 @@ def run_settings(args: argparse.Namespace, algo: str) -> dict[str, Any]:
     return settings
 
 
+def smbpo_over_sac(
+    smbpo: dict[str, Any], sac: dict[str, Any], seconds_key: str, falls_key: str, hint: str = ""
+) -> tuple[float, float]:
+    """SMBPO / SAC of the time per env step and of the falls after the warm-up (NaN when SAC never fell),
+    read from ``seconds_key`` and ``falls_key`` of two results (or stretches) with a ``run`` entry.
+
+    :param hint: appended to the error for runs of different settings, whose ratios would mean nothing
+    """
+    if smbpo["run"] != sac["run"]:
+        raise ValueError(f"the SMBPO and SAC runs come from different settings: {smbpo['run']} vs {sac['run']}{hint}")
+    falls_ratio = smbpo[falls_key] / sac[falls_key] if sac[falls_key] else float("nan")
+    return smbpo[seconds_key] / sac[seconds_key], falls_ratio
+
+
 def combined_report(results: dict[str, dict[str, Any]], args: argparse.Namespace, device: th.device) -> dict[str, Any]:
     """The ratios SMBPO / SAC from the two algorithms' results (possibly from two processes)."""
-    if results["sac"]["run"] != results["smbpo"]["run"]:
-        raise ValueError(f"the SAC and SMBPO results in --out-dir come from different settings: "
-                         f"{results['sac']['run']} vs {results['smbpo']['run']}; use a fresh --out-dir")
-    report: dict[str, Any] = {"env": args.env, "device": str(device),
-                              "args": {k: str(v) for k, v in vars(args).items()}, "algorithms": results}
-    report["time_ratio_smbpo_over_sac"] = results["smbpo"]["wall_s_per_env_step"] / results["sac"]["wall_s_per_env_step"]
-    sac_violations = results["sac"]["violations_after_warmup"]
-    report["violations_after_warmup_ratio_smbpo_over_sac"] = (
-        results["smbpo"]["violations_after_warmup"] / sac_violations if sac_violations else float("nan")
+    time_ratio, falls_ratio = smbpo_over_sac(
+        results["smbpo"], results["sac"], "wall_s_per_env_step", "violations_after_warmup",
+        hint=" (results in --out-dir; use a fresh --out-dir)",
     )
-    return report
+    return {"env": args.env, "device": str(device), "args": {k: str(v) for k, v in vars(args).items()},
+            "algorithms": results, "time_ratio_smbpo_over_sac": time_ratio,
+            "violations_after_warmup_ratio_smbpo_over_sac": falls_ratio}
 
 
 def final_evaluation(model: BaseAlgorithm, env_id: str, n_episodes: int, seed: int) -> dict[str, float]:
@@ -481,13 +491,13 @@ def main() -> None:
     parser.add_argument("--rollout-horizon", type=int, default=10)
     parser.add_argument("--rollout-freq", type=int, default=None,
                         help="SMBPO branches its rollouts every N env steps, --rollout-batch-size for each step since "
-                             f"the last ones (default {PAPER_ROLLOUT_FREQ}: the paper); given with --resume, it replaces the "
+                             "the last ones (default: SMBPO's, 1 as in the paper); given with --resume, it replaces the "
                              "checkpoint's")
     parser.add_argument("--model-buffer-size", type=int, default=1_000_000)
     parser.add_argument("--model-gradient-steps", type=int, default=2000)
     parser.add_argument("--model-initial-gradient-steps", type=int, default=10_000)
     parser.add_argument("--model-precision", choices=("float32", "bfloat16"), default=None,
-                        help=f"dtype of SMBPO's ensemble hidden matmuls (default {PAPER_MODEL_PRECISION}: the paper); "
+                        help="dtype of SMBPO's ensemble hidden matmuls (default: SMBPO's, float32 as in the paper); "
                              "given with --resume, it replaces the checkpoint's")
     parser.add_argument("--background-model-fit", action="store_true",
                         help="SMBPO fits its model in a background thread on one more core (not the paper's timing)")

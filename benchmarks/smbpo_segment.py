@@ -24,7 +24,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from smbpo import ALGORITHMS, Checkpoint, flops_per_env_step
+from smbpo import ALGORITHMS, Checkpoint, flops_per_env_step, smbpo_over_sac
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 
@@ -64,11 +64,12 @@ def segment(start: dict[str, Any], result: dict[str, Any], model: OffPolicyAlgor
     wall_s = result["wall_s_after_warmup"] - start["wall_s_after_warmup"]
     learning_starts = result["run"]["learning_starts"]
     peak = run_peak_flops(result)
+    model_rows_per_step = (result["model_rows_after_warmup"] - start["model_rows_after_warmup"]) / steps
     flops = flops_per_env_step(
         model,
         result["run"]["gradient_steps"],
         result["run"]["batch_size"],
-        (result["model_rows_after_warmup"] - start["model_rows_after_warmup"]) / steps,
+        model_rows_per_step,
         (result["model_updates_after_warmup"] - start["model_updates_after_warmup"]) / steps,
     )
     return {
@@ -80,7 +81,7 @@ def segment(start: dict[str, Any], result: dict[str, Any], model: OffPolicyAlgor
         "env_steps_per_s": steps / wall_s,
         "falls": result["violations_after_warmup"] - start["violations_after_warmup"],
         "falls_after_warmup_total": result["violations_after_warmup"],
-        "model_rows_per_step": (result["model_rows_after_warmup"] - start["model_rows_after_warmup"]) / steps,
+        "model_rows_per_step": model_rows_per_step,
         "flops_per_env_step": flops,
         "matmul_peak_flops_of_run": peak,
         "utilisation": flops / (wall_s / steps) / peak,
@@ -103,14 +104,11 @@ def with_ratios(segments: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The segments, and SMBPO / SAC ratios when both algorithms are there."""
     report: dict[str, Any] = dict(segments)
     if {"smbpo", "sac"} <= segments.keys():
-        smbpo, sac = segments["smbpo"], segments["sac"]
-        if smbpo["run"] != sac["run"]:
-            raise ValueError(f"the SMBPO and SAC runs have different settings: {smbpo['run']} vs {sac['run']}")
-        report["time_ratio_smbpo_over_sac"] = smbpo["s_per_env_step"] / sac["s_per_env_step"]
-        report["falls_after_warmup_ratio_smbpo_over_sac"] = (
-            smbpo["falls_after_warmup_total"] / sac["falls_after_warmup_total"]
-            if sac["falls_after_warmup_total"] else float("nan")
+        time_ratio, falls_ratio = smbpo_over_sac(
+            segments["smbpo"], segments["sac"], "s_per_env_step", "falls_after_warmup_total"
         )
+        report["time_ratio_smbpo_over_sac"] = time_ratio
+        report["falls_after_warmup_ratio_smbpo_over_sac"] = falls_ratio
     return report
 
 
