@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, StopTrainingOnMaxEpisodes
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -311,6 +311,21 @@ TINY_GUSS = dict(
     horizon=4, model_epochs=3, n_policies=10, n_initial_policies=5, n_policies_per_generation=5, grid_size=10,
     policy_kwargs=dict(net_arch=[16, 16], n_components=2),
 )
+
+
+def test_callback_stop_at_an_episode_end_still_logs_and_refits_and_keeps_the_data_contiguous() -> None:
+    env = PointNavEnv(length=20)
+    model = RS("MlpPolicy", env, seed=0, horizon=3, n_sequences=8, model_epochs=2, policy_kwargs=dict(net_arch=[8]))
+    model.learn(1_000, callback=StopTrainingOnMaxEpisodes(max_episodes=1))
+    assert model.num_timesteps == 20 and len(model.training_log) == 1 and model.policy.dynamics.is_fitted
+    assert model._episode is None  # nothing of the logged episode is carried into the next call
+
+    model.learn(20, reset_num_timesteps=False)
+    assert [record["length"] for record in model.training_log] == [20.0, 20.0]
+    data = model._dataset.arrays()
+    within_episodes = np.arange(39) != 19  # row 19 ends the first episode, row 20 starts from a reset
+    np.testing.assert_array_equal(data["observations"][1:][within_episodes], data["next_observations"][:-1][within_episodes])
+    np.testing.assert_array_equal(data["observations"][20], np.zeros(2, dtype=np.float32))
 
 
 def test_guss_agent_learns_logs_saves_and_loads(tmp_path: Path) -> None:

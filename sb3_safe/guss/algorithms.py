@@ -139,8 +139,10 @@ class ShootingAlgorithm(SafetyStatsMixin, BaseAlgorithm):
     Reference: Paolo et al., "Guided Safe Shooting: model based reinforcement learning with
     safety constraints" (2022), section 4 and supplementary section 5.1. The dynamics model is a
     D(AR)MDN (:class:`~sb3_safe.common.mdn.MDNDynamicsModel`, set up through ``policy_kwargs``)
-    refit after every episode on all data for ``model_epochs`` epochs (early stopping on a
-    held-out split when ``early_stopping_patience`` is set). Predicted costs come from the env's
+    refit after every episode for ``model_epochs`` epochs on the data collected so far. By default a
+    fixed ``holdout_fraction`` of it is held out to report the NLL and stop early
+    (``early_stopping_patience``), which the issue allows; ``holdout_fraction=0.0,
+    early_stopping_patience=None`` fits on all data for all epochs, as the paper. Predicted costs come from the env's
     batched predicate ``is_unsafe`` (default; read from the env, or from ``gym.make(env_id)``
     when a saved agent is loaded without an env), from ``cost_fn``, or from a learned cost head
     (``cost_source="learned"``). Only ``n_envs=1`` is supported. Episode termination is not
@@ -331,7 +333,7 @@ class ShootingAlgorithm(SafetyStatsMixin, BaseAlgorithm):
             self._episode = EpisodeTotals(planned=self._uses_planner())
         episode = self._episode
         callback.on_rollout_start()
-        plan_time, plan_steps, finished = 0.0, 0, False
+        plan_time, plan_steps, finished, continue_training = 0.0, 0, False, True
         while self.num_timesteps < total_timesteps:
             if self._last_episode_starts is not None and self._last_episode_starts[0]:
                 self.policy.reset_planner()
@@ -350,13 +352,15 @@ class ShootingAlgorithm(SafetyStatsMixin, BaseAlgorithm):
             next_obs = infos[0]["terminal_observation"] if dones[0] else new_obs[0]
             self._dataset.add(self._last_obs[0], actions[0], next_obs, float(rewards[0]), float(costs[0]))
             episode.add(float(rewards[0]), float(costs[0]), self.safety_stats.violations_total - before)
-            callback.update_locals(locals())
-            if not callback.on_step():
-                return False, False
+            # The step is fully booked before the callback may stop training: a stop on the step that ends an
+            # episode (StopTrainingOnMaxEpisodes) must still log that episode, and the next learn() call must
+            # start from new_obs, not splice a stale observation into the model's data.
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
-            if dones[0]:
-                finished = True
+            finished = bool(dones[0])
+            callback.update_locals(locals())
+            continue_training = callback.on_step()
+            if finished or not continue_training:
                 break
         if finished:
             self._record_episode(episode)
@@ -367,7 +371,7 @@ class ShootingAlgorithm(SafetyStatsMixin, BaseAlgorithm):
             for key, value in self.policy.planner.last_info.items():
                 self.logger.record(f"planner/{key}", value)
         callback.on_rollout_end()
-        return True, finished
+        return continue_training, finished
 
     def _record_episode(self, episode: EpisodeTotals) -> None:
         self.training_log.append(
@@ -458,13 +462,13 @@ class ShootingAlgorithm(SafetyStatsMixin, BaseAlgorithm):
         while self.num_timesteps < total_timesteps:
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
             continue_training, finished = self._collect_episode(callback, total_timesteps)
-            if not continue_training:
-                break
-            if finished:
+            if finished:  # refit even when a callback stops training here, so the agent plans with all its data
                 self._episode_num += 1
                 self.train()
                 if log_interval is not None and self._episode_num % log_interval == 0:
                     self._dump_logs()
+            if not continue_training:
+                break
         callback.on_training_end()
         return self
 
