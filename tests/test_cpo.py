@@ -47,7 +47,10 @@ def test_infeasible_gives_pure_cost_descent() -> None:
     np.testing.assert_allclose(step.direction.numpy(), [0.0, -math.sqrt(2 * DELTA / 4.0) * 2.0], atol=1e-6)
 
 
-@pytest.mark.parametrize(("c", "case"), [(-0.1, CPOCase.BOUNDARY_FEASIBLE), (0.1, CPOCase.BOUNDARY_INFEASIBLE)])
+@pytest.mark.parametrize(
+    ("c", "case"),
+    [(-0.1, CPOCase.BOUNDARY_FEASIBLE), (0.0, CPOCase.BOUNDARY_INFEASIBLE), (0.1, CPOCase.BOUNDARY_INFEASIBLE)],
+)
 def test_boundary_case_lands_on_both_constraints(c: float, case: CPOCase) -> None:
     # max x1 s.t. c + x1 + x2 <= 0 and |x|^2 <= 2 delta: the optimum is where the line meets the circle.
     step = solve_with_identity_fisher([1.0, 0.0], [1.0, 1.0], c=c)
@@ -56,6 +59,54 @@ def test_boundary_case_lands_on_both_constraints(c: float, case: CPOCase) -> Non
     np.testing.assert_allclose(step.direction.numpy(), [(-c + root) / 2, (-c - root) / 2], atol=1e-5)
     assert c + float(step.direction.sum()) == pytest.approx(0.0, abs=1e-5)
     assert float(step.direction.dot(step.direction)) == pytest.approx(2 * DELTA, rel=1e-4)
+
+
+def test_on_the_boundary_a_cost_gradient_pointing_away_leaves_the_trpo_step() -> None:
+    # c = 0 and b.g < 0: the TRPO step lowers the cost, so the constraint does not bind.
+    step = solve_with_identity_fisher([1.0, 0.0], [-1.0, 1.0], c=0.0)
+    np.testing.assert_allclose(step.direction.numpy(), [math.sqrt(2 * DELTA), 0.0], atol=1e-6)
+
+
+def test_an_inexact_conjugate_gradient_solve_cannot_give_an_unbounded_step() -> None:
+    # v and w far from H^-1 g and H^-1 b: from g.v, g.w, b.w, A = q - r^2 / s < 0 and the dual's lambda
+    # collapses to 0 (a step of KL ~ 1e16); the H-inner products of (v, w) keep the step in the trust region.
+    fisher = th.tensor([[1.0, 0.0], [0.0, 100.0]], dtype=th.float64)
+    g, b = th.tensor([1.0, 1.0], dtype=th.float64), th.tensor([1.0, 1.01], dtype=th.float64)
+    v, w = th.tensor([0.1, 0.0], dtype=th.float64), th.tensor([1.0, -0.3], dtype=th.float64)
+    step = solve_cpo_subproblem(g, b, v, w, -0.01, DELTA, hessian_vector_product=lambda x: fisher @ x)
+    assert step.case == CPOCase.BOUNDARY_FEASIBLE
+    assert float(step.direction @ fisher @ step.direction) / 2 == pytest.approx(DELTA, rel=1e-3)
+
+
+def test_cost_surrogate_is_in_episode_cost_units_so_the_constraint_boundary_binds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # c = J_c - d is a change of the episode cost; b must be too (times the 10-step episode length), or the
+    # boundary only cuts the trust region when |c| is a few hundredths and CPO flips between plain TRPO
+    # steps and pure cost descent.
+    import sb3_safe.cpo.cpo as cpo_module
+
+    seen: list[tuple[th.Tensor, CPOCase]] = []
+
+    def recording_solver(*args: Any) -> Any:
+        step = solve_cpo_subproblem(*args)
+        seen.append((args[1].clone(), step.case))
+        return step
+
+    monkeypatch.setattr(cpo_module, "solve_cpo_subproblem", recording_solver)
+    runs = {}
+    for rescale in (True, False):
+        seen.clear()
+        model = small_cpo(make_env(), rescale_cost_surrogate=rescale)
+        model.learn(2560)
+        runs[rescale] = list(seen)
+    assert model.ep_length_estimate == 10.0
+    th.testing.assert_close(runs[True][0][0], 10.0 * runs[False][0][0])  # the first rollouts are identical
+    boundary = (CPOCase.BOUNDARY_FEASIBLE, CPOCase.BOUNDARY_INFEASIBLE)
+    boundary_steps = {rescale: sum(case in boundary for _, case in run) for rescale, run in runs.items()}
+    assert len(runs[True]) == 10
+    assert boundary_steps[True] >= 6  # 8 of 10 with seed 0
+    assert boundary_steps[False] <= 3  # 1 of 10 with seed 0
 
 
 def test_zero_cost_gradient_gives_the_trpo_step() -> None:
@@ -81,9 +132,9 @@ def test_cost_gradient_does_not_depend_on_the_reward_scale(monkeypatch: pytest.M
 
     seen: list[tuple[th.Tensor, float]] = []
 
-    def recording_solver(g: th.Tensor, b: th.Tensor, v: th.Tensor, w: th.Tensor, c: float, delta: float) -> Any:
+    def recording_solver(g: th.Tensor, b: th.Tensor, v: th.Tensor, w: th.Tensor, c: float, *args: Any) -> Any:
         seen.append((b.clone(), c))
-        return solve_cpo_subproblem(g, b, v, w, c, delta)
+        return solve_cpo_subproblem(g, b, v, w, c, *args)
 
     monkeypatch.setattr(cpo_module, "solve_cpo_subproblem", recording_solver)
     cost_gradients = []

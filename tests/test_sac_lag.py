@@ -179,6 +179,18 @@ def test_safety_stats_count_violations(trained: tuple[SACLag, LambdaRecorder, Ke
     assert len(stats.episode_costs) == TRAIN_STEPS // HORIZON
 
 
+def test_load_with_another_multiplier_step_goes_on_from_the_saved_lambda(
+    trained: tuple[SACLag, LambdaRecorder, KeyRecorder], tmp_path: Any
+) -> None:
+    model, _, _ = trained
+    path = tmp_path / "sac_lag.zip"
+    model.save(path)
+    loaded = SACLag.load(path, env=GreedyActionEnv(), lagrangian_kwargs=dict(lr=0.5, optimizer="sgd"))
+    assert loaded.lagrange_value == pytest.approx(model.lagrange_value)
+    # Plain SGD: lambda <- max(0, lambda + lr (J_c - d)).
+    assert loaded.lagrange_multiplier.update(COST_LIMIT + 1.0) == pytest.approx(model.lagrange_value + 0.5)
+
+
 def test_save_load_round_trip(trained: tuple[SACLag, LambdaRecorder, KeyRecorder], tmp_path: Any) -> None:
     model, _, _ = trained
     path = tmp_path / "sac_lag.zip"

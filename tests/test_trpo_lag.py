@@ -7,6 +7,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 from toy_envs import COST_LIMIT, LineEnv, make_env, mean_episode_return, read_csv_keys
@@ -49,6 +53,48 @@ def test_lagrangian_advantage_is_written_before_the_trust_region_step() -> None:
     np.testing.assert_allclose(buffer.advantages[0], [expected_first, expected_second], rtol=1e-5)
 
 
+class LinearExtractor(BaseFeaturesExtractor):
+    """A features extractor with weights, so that a critic-only copy of it has parameters to train."""
+
+    def __init__(self, observation_space: spaces.Box) -> None:
+        super().__init__(observation_space, features_dim=8)
+        self.linear = nn.Linear(int(np.prod(observation_space.shape)), 8)
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return th.tanh(self.linear(observations))
+
+
+def test_both_critics_are_fitted_in_every_critic_step() -> None:
+    # V and V_c share the twin critic's tensors: fitted one after the other, the idle one would get zero
+    # gradients and keep moving on Adam's momentum.
+    model = small_trpo_lag(make_env())
+    head = model.policy.value_net.head
+    optimizer = model.policy.optimizer
+    members_with_gradient = []
+    original_step = optimizer.step
+
+    def recording_step(*args: Any, **kwargs: Any) -> Any:
+        members_with_gradient.append(tuple(bool(head.weight.grad[i].abs().sum() > 0) for i in range(2)))
+        return original_step(*args, **kwargs)
+
+    optimizer.step = recording_step
+    model.learn(256)
+    assert len(members_with_gradient) == model.n_critic_updates * 4  # one pass: 256 rows / batch_size 64
+    assert all(value and cost for value, cost in members_with_gradient)
+
+
+def test_the_critic_only_features_extractor_is_not_frozen_in_the_critic_fit() -> None:
+    model = small_trpo_lag(
+        make_env(), policy_kwargs=dict(features_extractor_class=LinearExtractor, share_features_extractor=False)
+    )
+    actor = {id(param) for param in model._actor_parameters()}
+    assert all(id(param) in actor for param in model.policy.pi_features_extractor.parameters())
+    assert not any(id(param) in actor for param in model.policy.vf_features_extractor.parameters())
+    before = model.policy.vf_features_extractor.linear.weight.detach().clone()
+    model.learn(256)
+    assert not th.equal(model.policy.vf_features_extractor.linear.weight, before)
+
+
 def test_save_load_restores_lambda_and_actions(tmp_path: Path) -> None:
     model = small_trpo_lag(make_env(), lagrangian_kwargs=dict(lr=0.1))
     model.learn(512)
@@ -62,6 +108,24 @@ def test_save_load_restores_lambda_and_actions(tmp_path: Path) -> None:
     assert loaded.lagrange_value == pytest.approx(lam)
     np.testing.assert_array_equal(loaded.predict(observations, deterministic=True)[0], actions)
     loaded.learn(256, reset_num_timesteps=False)
+
+
+def test_load_with_other_multiplier_settings_goes_on_from_the_saved_lambda(tmp_path: Path) -> None:
+    model = small_trpo_lag(make_env(), lagrangian_kwargs=dict(lr=0.1))
+    model.learn(512)
+    lam = model.lagrange_value
+    model.save(tmp_path / "trpo_lag")
+
+    kept = TRPOLag.load(tmp_path / "trpo_lag", env=make_env(), device="cpu")
+    assert kept.lagrange_multiplier.update_rule == "plain" and kept.lagrange_value == pytest.approx(lam)
+
+    pid = dict(kp=0.0, ki=0.5, kd=0.0)
+    loaded = TRPOLag.load(
+        tmp_path / "trpo_lag", env=make_env(), device="cpu", lagrangian_update="pid", lagrangian_kwargs=pid
+    )
+    multiplier = loaded.lagrange_multiplier
+    assert (multiplier.update_rule, multiplier.ki, multiplier.value) == ("pid", 0.5, pytest.approx(lam))
+    assert multiplier.update(COST_LIMIT + 1.0) == pytest.approx(lam + 0.5)
 
 
 def test_bad_inputs_give_clear_errors() -> None:

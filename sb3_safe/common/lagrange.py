@@ -67,6 +67,8 @@ class LagrangeMultiplier:
             raise ValueError(f"ema_alpha must be in [0, 1), got {ema_alpha}")
         self.cost_limit = float(cost_limit)
         self.update_rule = update_rule
+        # (update rule, the other arguments) as given to make_lagrange_multiplier; None when built directly.
+        self.settings: tuple[str, dict[str, Any]] | None = None
         self.lambda_max = float(lambda_max)
         self.kp, self.ki, self.kd = float(kp), float(ki), float(kd)
         self.ema_alpha = float(ema_alpha)
@@ -155,4 +157,33 @@ def make_lagrange_multiplier(
                 f"lagrangian_kwargs must not contain {reserved!r}: pass it as the algorithm's "
                 f"{'cost_limit' if reserved == 'cost_limit' else 'lagrangian_update'} argument"
             )
-    return LagrangeMultiplier(cost_limit, update_rule=lagrangian_update, **kwargs)
+    multiplier = LagrangeMultiplier(cost_limit, update_rule=lagrangian_update, **kwargs)
+    multiplier.settings = (lagrangian_update, dict(lagrangian_kwargs or {}))
+    return multiplier
+
+
+def multiplier_for_settings(
+    multiplier: LagrangeMultiplier,
+    cost_limit: float,
+    lagrangian_update: UpdateRule,
+    lagrangian_kwargs: dict[str, Any],
+) -> LagrangeMultiplier:
+    """The multiplier a model goes on with once its settings may have changed (SB3's ``load(..., **kwargs)``
+    sets ``lagrangian_update`` / ``lagrangian_kwargs`` on the loaded model before ``_setup_model``).
+
+    :param multiplier: the model's multiplier (the saved one after ``load``)
+    :param cost_limit: the per-episode cost budget d
+    :param lagrangian_update: the model's ``lagrangian_update`` now
+    :param lagrangian_kwargs: the model's ``lagrangian_kwargs`` now
+    :return: ``multiplier`` itself when it was built from these settings (or from unknown ones); otherwise a
+        new multiplier built from them, starting at the current lambda unless they give ``initial_value``
+    """
+    settings = (lagrangian_update, dict(lagrangian_kwargs))
+    built_from = getattr(multiplier, "settings", None)
+    if built_from is None or built_from == settings:
+        return multiplier
+    rebuilt = make_lagrange_multiplier(
+        cost_limit, lagrangian_update, {"initial_value": multiplier.value, **lagrangian_kwargs}
+    )
+    rebuilt.settings = settings
+    return rebuilt

@@ -10,13 +10,12 @@
   and cost values, bootstrap the cost of time-outs like SB3 bootstraps the reward, run cost GAE);
 * keeps the episode-cost estimate J_c used by the multiplier / CPO;
 * writes the safety statistics next to SB3's ``rollout/`` keys in ``dump_logs``;
-* offers the cost-critic regression used by the trust-region algorithms.
+* offers the joint value / cost-value regression used by the trust-region algorithms.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +33,7 @@ from sb3_safe.common.lagrange import (
     LagrangeMultiplier,
     UpdateRule,
     make_lagrange_multiplier,
+    multiplier_for_settings,
     validate_cost_limit,
 )
 from sb3_safe.common.safety_stats import SafetyStats, SafetyStatsMixin
@@ -98,6 +98,21 @@ def lagrangian_clipped_loss(
     return -th.min(weights * ratio, weights * clipped_ratio).sum(dim=0).mean()
 
 
+def rollout_or_recent_mean(rollout_values: Sequence[float], recent_values: Sequence[float]) -> float | None:
+    """The per-episode estimate after a rollout (J_c, the episode length): the mean over the episodes that
+    finished in the rollout, else over the recent ones, else None (no episode has ended yet).
+
+    :param rollout_values: one value per episode finished during the rollout
+    :param recent_values: one value per recent finished episode (``stats_window_size`` of them)
+    :return: the estimate
+    """
+    if rollout_values:
+        return float(np.mean(rollout_values))
+    if recent_values:
+        return float(np.mean(recent_values))
+    return None
+
+
 class CostOnPolicyMixin(SafetyStatsMixin):
     """Cost handling for on-policy SB3 algorithms; mix it in before the SB3 class.
 
@@ -149,7 +164,9 @@ class CostOnPolicyMixin(SafetyStatsMixin):
         self.normalize_cost_advantage = normalize_cost_advantage
         self.safety_stats: SafetyStats | None = None
         self.ep_cost_estimate: float | None = None
+        self.ep_length_estimate: float | None = None
         self._rollout_episode_costs: list[float] = []
+        self._rollout_episode_lengths: list[int] = []
 
     def _setup_model(self) -> None:
         if self.rollout_buffer_class is None:
@@ -201,7 +218,7 @@ class CostOnPolicyMixin(SafetyStatsMixin):
 
         n_steps = 0
         rollout_buffer.reset()
-        self._rollout_episode_costs = []
+        self._rollout_episode_costs, self._rollout_episode_lengths = [], []
         if self.use_sde:
             self.policy.reset_noise(env.num_envs)
 
@@ -278,7 +295,11 @@ class CostOnPolicyMixin(SafetyStatsMixin):
         rollout_buffer.compute_cost_returns_and_advantage(  # type: ignore[attr-defined]
             last_cost_values=last_cost_values, dones=dones
         )
-        self.ep_cost_estimate = self._estimate_episode_cost()
+        assert self.safety_stats is not None
+        self.ep_cost_estimate = rollout_or_recent_mean(self._rollout_episode_costs, self.safety_stats.episode_costs)
+        self.ep_length_estimate = rollout_or_recent_mean(
+            self._rollout_episode_lengths, self.safety_stats.episode_lengths
+        )
 
         callback.update_locals(locals())
 
@@ -294,15 +315,8 @@ class CostOnPolicyMixin(SafetyStatsMixin):
         assert self.safety_stats is not None
         costs = self.safety_stats.update(infos, dones)
         self._rollout_episode_costs.extend(self.safety_stats.finished_costs)
+        self._rollout_episode_lengths.extend(self.safety_stats.finished_lengths)
         return costs.astype(np.float32)
-
-    def _estimate_episode_cost(self) -> float | None:
-        """J_c for the update after this rollout (see the class docstring), or None if no episode ever ended."""
-        if self._rollout_episode_costs:
-            return float(np.mean(self._rollout_episode_costs))
-        assert self.safety_stats is not None
-        running = self.safety_stats.ep_cost_mean
-        return None if math.isnan(running) else running
 
     def dump_logs(self, iteration: int = 0) -> None:
         """SB3's ``dump_logs`` with ``rollout/ep_cost_mean`` and the ``safety/`` keys added."""
@@ -310,36 +324,49 @@ class CostOnPolicyMixin(SafetyStatsMixin):
             self.safety_stats.record(self.logger)
         super().dump_logs(iteration)  # type: ignore[misc]
 
-    def _fit_cost_value_function(
-        self, n_epochs: int, batch_size: int, frozen_params: Iterable[nn.Parameter]
-    ) -> list[float]:
-        """Regress the cost value function on the cost returns (trust-region algorithms).
+    def _fit_critics(self, actor_params: Iterable[nn.Parameter]) -> tuple[list[float], list[float]]:
+        """Regress V and V_c on the returns and cost returns together (trust-region algorithms).
 
-        Mirrors sb3-contrib TRPO's critic update: Adam on the policy optimiser, with the gradients of
-        the actor parameters removed so the critic step cannot move the policy outside the trust region.
+        sb3-contrib TRPO's critic update (Adam on the policy optimiser, ``n_critic_updates`` passes, the actor's
+        gradients removed so the critic step cannot move the policy outside the trust region), on one loss
+        for both critics. Fitted one after the other, each critic would keep moving on Adam's momentum while
+        the other is fitted: the twin layout holds both in the same tensors, so the idle one gets a zero
+        gradient rather than none.
 
-        :param n_epochs: passes over the rollout
-        :param batch_size: minibatch size
-        :param frozen_params: parameters that must not move (the actor's)
-        :return: the minibatch losses
+        :param actor_params: parameters that must not move (the actor's)
+        :return: the minibatch value losses and cost value losses
         """
-        frozen = list(frozen_params)
-        losses = []
-        for _ in range(n_epochs):
-            for rollout_data in self.rollout_buffer.get(batch_size):
-                cost_values = self.policy.predict_cost_values(rollout_data.observations).flatten()
-                loss = F.mse_loss(rollout_data.cost_returns, cost_values)
-                losses.append(loss.item())
+        frozen = list(actor_params)
+        value_losses, cost_value_losses = [], []
+        for _ in range(self.n_critic_updates):
+            for rollout_data in self.rollout_buffer.get(self.batch_size):
+                values_pred, cost_values_pred = self.policy.predict_critics(rollout_data.observations)
+                value_loss = F.mse_loss(rollout_data.returns, values_pred.flatten())
+                cost_value_loss = F.mse_loss(rollout_data.cost_returns, cost_values_pred.flatten())
+                value_losses.append(value_loss.item())
+                cost_value_losses.append(cost_value_loss.item())
                 self.policy.optimizer.zero_grad()
-                loss.backward()
+                (value_loss + cost_value_loss).backward()
                 for param in frozen:
                     param.grad = None
                 self.policy.optimizer.step()
-        return losses
+        return value_losses, cost_value_losses
 
     def _actor_parameters(self) -> list[nn.Parameter]:
-        """The policy's actor parameters, by sb3-contrib TRPO's rule (names without "value")."""
-        return [param for name, param in self.policy.named_parameters() if "value" not in name]
+        """The policy's actor parameters, by sb3-contrib TRPO's rule: those the action distribution depends on.
+
+        TRPO finds them as the parameters not named ``*value*`` with a KL gradient; without a KL at hand, the
+        critic-only features extractor (``share_features_extractor=False``) is the one such parameter group
+        to leave out by hand.
+        """
+        critic_only: set[int] = set()
+        if not self.policy.share_features_extractor:
+            critic_only = {id(param) for param in self.policy.vf_features_extractor.parameters()}
+        return [
+            param
+            for name, param in self.policy.named_parameters()
+            if "value" not in name and id(param) not in critic_only
+        ]
 
     def _record_cost_estimate(self) -> None:
         if self.ep_cost_estimate is not None:
@@ -351,6 +378,9 @@ class LagrangianMixin(CostOnPolicyMixin):
 
     The multiplier is built in ``__init__`` (not in ``_setup_model``) so that SB3's ``load``,
     which restores the pickled attributes and then calls ``_setup_model``, keeps the saved lambda.
+    ``load(..., lagrangian_update=..., lagrangian_kwargs=...)`` with other settings than the saved ones
+    replaces it by a multiplier of those settings that starts at the saved lambda
+    (:func:`~sb3_safe.common.lagrange.multiplier_for_settings`).
     """
 
     lagrange_multiplier: LagrangeMultiplier
@@ -359,6 +389,12 @@ class LagrangianMixin(CostOnPolicyMixin):
         self.lagrangian_update = lagrangian_update
         self.lagrangian_kwargs = dict(lagrangian_kwargs or {})
         self.lagrange_multiplier = make_lagrange_multiplier(self.cost_limit, lagrangian_update, self.lagrangian_kwargs)
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self.lagrange_multiplier = multiplier_for_settings(
+            self.lagrange_multiplier, self.cost_limit, self.lagrangian_update, self.lagrangian_kwargs
+        )
 
     @property
     def lagrange_value(self) -> float:

@@ -30,15 +30,18 @@ class SafetyStats:
         self.env_id = env_id
         self.current_costs = np.zeros(n_envs, dtype=np.float64)
         self.current_violations = np.zeros(n_envs, dtype=np.int64)
+        self.current_lengths = np.zeros(n_envs, dtype=np.int64)
         self.episode_costs: deque[float] = deque(maxlen=stats_window_size)
+        self.episode_lengths: deque[int] = deque(maxlen=stats_window_size)
         self.episode_violations: deque[int] = deque(maxlen=stats_window_size)
         self.total_steps = 0
         self.total_cost = 0.0
         self.violations_total = 0
         self.shield_interventions = 0
         self.shielded_steps = 0
-        # The summed costs of the episodes that ended at the last update (in sub-env order).
+        # The summed costs and the lengths of the episodes that ended at the last update (in sub-env order).
         self.finished_costs: list[float] = []
+        self.finished_lengths: list[int] = []
 
     def update(self, infos: Sequence[Mapping[str, Any]], dones: np.ndarray) -> np.ndarray:
         """Record one VecEnv step.
@@ -50,6 +53,7 @@ class SafetyStats:
         costs, violations = read_vec_costs(infos, self.env_id, self.total_steps)
         self.current_costs += costs
         self.current_violations += violations
+        self.current_lengths += 1
         self.total_steps += len(infos)
         # Python sums: numpy's reductions cost more than the whole step on a few sub-envs.
         self.total_cost += sum(costs.tolist())
@@ -59,14 +63,17 @@ class SafetyStats:
             if shield is not None:
                 self.shielded_steps += 1
                 self.shield_interventions += int(bool(shield["intervened"]))
-        self.finished_costs = []
+        self.finished_costs, self.finished_lengths = [], []
         if np.any(dones):
             for idx in np.flatnonzero(dones):
                 self.finished_costs.append(float(self.current_costs[idx]))
+                self.finished_lengths.append(int(self.current_lengths[idx]))
                 self.episode_costs.append(self.finished_costs[-1])
+                self.episode_lengths.append(self.finished_lengths[-1])
                 self.episode_violations.append(int(self.current_violations[idx]))
                 self.current_costs[idx] = 0.0
                 self.current_violations[idx] = 0
+                self.current_lengths[idx] = 0
         return costs
 
     @property
@@ -120,6 +127,7 @@ def safety_stats_for_learn(
     if env_will_reset:
         stats.current_costs = np.zeros(n_envs, dtype=np.float64)
         stats.current_violations = np.zeros(n_envs, dtype=np.int64)
+        stats.current_lengths = np.zeros(n_envs, dtype=np.int64)
     return stats
 
 

@@ -6,6 +6,7 @@ import copy
 import math
 from enum import IntEnum
 from functools import partial
+from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
@@ -54,7 +55,13 @@ class CPOStep(NamedTuple):
 
 
 def solve_cpo_subproblem(
-    g: th.Tensor, b: th.Tensor, v: th.Tensor, w: th.Tensor, c: float, target_kl: float
+    g: th.Tensor,
+    b: th.Tensor,
+    v: th.Tensor,
+    w: th.Tensor,
+    c: float,
+    target_kl: float,
+    hessian_vector_product: Callable[[th.Tensor], th.Tensor] | None = None,
 ) -> CPOStep:
     """Solve ``max_x g^T x`` s.t. ``c + b^T x <= 0`` and ``x^T H x / 2 <= delta`` through its dual (Achiam et al. 2017).
 
@@ -64,12 +71,19 @@ def solve_cpo_subproblem(
     :param w: ``H^-1 b`` (conjugate gradient)
     :param c: constraint value ``J_c - d`` (negative when feasible)
     :param target_kl: the trust-region size delta
+    :param hessian_vector_product: ``x -> H x``. Given, ``q = v^T H v``, ``r = w^T H v``, ``s = w^T H w``, as in
+        Achiam's reference code: with an inexact conjugate-gradient solve, ``g^T v``, ``g^T w`` and ``b^T w``
+        are not inner products of one pair of vectors, and ``A = q - r^2 / s`` can turn negative (a step of
+        unbounded size); the H-inner products of (v, w) keep ``A >= 0``. None: ``g^T v``, ``g^T w``, ``b^T w``
+        (the same numbers when v and w are exact)
     :return: the step (to add to the actor parameters), the case and the dual variables (lambda, nu)
     """
     delta = target_kl
-    q = float(th.dot(g, v))
-    r = float(th.dot(g, w))
-    s = float(th.dot(b, w))
+    if hessian_vector_product is None:
+        q, r, s = float(th.dot(g, v)), float(th.dot(g, w)), float(th.dot(b, w))
+    else:
+        hv, hw = hessian_vector_product(v), hessian_vector_product(w)
+        q, r, s = float(th.dot(v, hv)), float(th.dot(w, hv)), float(th.dot(w, hw))
     if float(th.dot(b, b)) <= _EPS and c < 0:
         case = CPOCase.NO_COST_GRADIENT
         # A and B are meaningless without a cost gradient; the plain TRPO step follows.
@@ -111,7 +125,8 @@ def _dual_lambda(q: float, r: float, s: float, c: float, A: float, B: float, del
     candidates, one on each side of ``lambda = -r / c`` (where nu* becomes positive); each is its
     unconstrained optimum projected on its interval, and the one with the better dual value wins.
     """
-    ratio = -r / c if c != 0 else math.inf
+    # c = 0 is treated as 0+ (the boundary just reached): the sign of -r / c is then that of -r.
+    ratio = -r / c if c != 0 else -math.copysign(math.inf, r)
     interval_a, interval_b = (0.0, ratio), (ratio, math.inf)
     if c >= 0:
         interval_a, interval_b = interval_b, interval_a
@@ -139,13 +154,19 @@ class CPO(CostOnPolicyMixin, TRPO):
     Built on sb3-contrib's TRPO (its ``_compute_actor_grad``, ``hessian_vector_product`` (Fisher-vector product
     with ``cg_damping``) and ``conjugate_gradient_solver``). Per rollout:
 
-    1. g, b = gradients of the reward surrogate ``mean(ratio A_r)`` and of the cost surrogate ``mean(ratio A_c)``
-       (A_r standardised, A_c only centred, so that b stays in cost units like c below; see
-       :func:`~sb3_safe.common.on_policy_lagrangian.normalise_advantages`);
-    2. v = H^-1 g and w = H^-1 b by conjugate gradient (``cg_max_steps`` iterations); q = g^T v, r = g^T w,
-       s = b^T w; c = J_c - d, with J_c the rollout's episode-cost estimate (see
-       :class:`~sb3_safe.common.on_policy_lagrangian.CostOnPolicyMixin`; before any episode has ended the step is
-       plain TRPO);
+    1. g, b = gradients of the reward surrogate ``mean(ratio A_r)`` and of the cost surrogate
+       ``L mean(ratio A_c)`` (A_r standardised, A_c only centred, so that b stays in cost units like c below; see
+       :func:`~sb3_safe.common.on_policy_lagrangian.normalise_advantages`). L is the mean episode length of the
+       episodes behind J_c (``rescale_cost_surrogate``), so that ``b^T x`` estimates the change of the episode
+       cost, the units of c: Achiam's reference code divides c by that length instead, which gives the same
+       step. Without it (``rescale_cost_surrogate=False``, L = 1, OmniSafe's choice) ``b^T x`` is a change of
+       the per-step cost, and the constraint boundary only cuts the trust region when ``|c|`` is about
+       ``sqrt(2 delta s)``, a few hundredths of a cost unit per episode, so the step is nearly always
+       either plain TRPO or pure cost descent;
+    2. v = H^-1 g and w = H^-1 b by conjugate gradient (``cg_max_steps`` iterations); q = v^T H v, r = w^T H v,
+       s = w^T H w (Hessian-vector products, as in Achiam's code); c = J_c - d, with J_c the rollout's
+       episode-cost estimate (see :class:`~sb3_safe.common.on_policy_lagrangian.CostOnPolicyMixin`; before any
+       episode has ended the step is plain TRPO);
     3. the step of :func:`solve_cpo_subproblem` (:class:`CPOCase`: plain TRPO when the trust region is feasible,
        the dual solution when the constraint boundary cuts it, pure cost descent ``-sqrt(2 delta / s) w`` when
        infeasible);
@@ -153,9 +174,6 @@ class CPO(CostOnPolicyMixin, TRPO):
        accepts the first step with KL <= delta (``target_kl``) whose cost surrogate rises by at most
        ``max(0, -c)``; when none passes the parameters are restored;
     5. the value and cost value functions are regressed as in TRPO (``n_critic_updates`` passes, actor frozen).
-
-    As SPEC.md 2.3 states it, ``c`` is in per-episode units while the linear term ``b^T x`` comes from the
-    per-step surrogate; no rescaling is applied between the two.
 
     :param policy: the policy model (``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` or a subclass of
         :class:`~sb3_safe.ppo_lag.policies.CostActorCriticPolicy`)
@@ -184,6 +202,8 @@ class CPO(CostOnPolicyMixin, TRPO):
     :param cost_gamma: discount factor of the costs (``None``: same as ``gamma``)
     :param cost_gae_lambda: GAE lambda of the costs (``None``: same as ``gae_lambda``)
     :param normalize_cost_advantage: whether to centre the cost advantage (subtract its mean)
+    :param rescale_cost_surrogate: multiply the cost surrogate by the mean episode length, so that its change is
+        in the per-episode units of ``c = J_c - d`` (see step 1 above)
     :param stats_window_size: window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments to be passed to the policy on creation (e.g. ``cost_value_head``)
@@ -225,6 +245,7 @@ class CPO(CostOnPolicyMixin, TRPO):
         cost_gamma: float | None = None,
         cost_gae_lambda: float | None = None,
         normalize_cost_advantage: bool = True,
+        rescale_cost_surrogate: bool = True,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -236,6 +257,7 @@ class CPO(CostOnPolicyMixin, TRPO):
         if target_kl <= 0:
             raise ValueError(f"target_kl (the trust-region size delta) must be > 0, got {target_kl}")
         self._init_cost_settings(cost_limit, gamma, gae_lambda, cost_gamma, cost_gae_lambda, normalize_cost_advantage)
+        self.rescale_cost_surrogate = rescale_cost_surrogate
         super().__init__(
             policy,
             env,
@@ -266,6 +288,12 @@ class CPO(CostOnPolicyMixin, TRPO):
         )
         if _init_setup_model:
             self._setup_model()
+
+    def _cost_surrogate_scale(self) -> float:
+        """L of the cost surrogate ``L mean(ratio A_c)``: the mean episode length behind J_c, or 1."""
+        if self.rescale_cost_surrogate and self.ep_length_estimate is not None:
+            return self.ep_length_estimate
+        return 1.0
 
     def _constraint_value(self) -> float | None:
         """c = J_c - d, or None before any episode has ended."""
@@ -319,6 +347,7 @@ class CPO(CostOnPolicyMixin, TRPO):
             old_distribution = copy.copy(self.policy.get_distribution(observations))
         distribution = self.policy.get_distribution(observations)
         ratio = th.exp(distribution.log_prob(actions) - old_log_prob)
+        cost_advantages = cost_advantages * self._cost_surrogate_scale()
         reward_objective = (advantages * ratio).mean()
         cost_objective = (cost_advantages * ratio).mean()
         kl_div = kl_divergence(distribution, old_distribution).mean()
@@ -333,7 +362,7 @@ class CPO(CostOnPolicyMixin, TRPO):
             step = solve_cpo_subproblem(g, th.zeros_like(b), v, th.zeros_like(b), -1.0, self.target_kl)
         else:
             w = conjugate_gradient_solver(hessian_vector_product_fn, b, max_iter=self.cg_max_steps)
-            step = solve_cpo_subproblem(g, b, v, w, c, self.target_kl)
+            step = solve_cpo_subproblem(g, b, v, w, c, self.target_kl, hessian_vector_product_fn)
 
         allowed_cost_increase = max(0.0, -c) if c is not None else math.inf
         original_params = [param.detach().clone() for param in actor_params]
@@ -378,24 +407,6 @@ class CPO(CostOnPolicyMixin, TRPO):
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-
-    def _fit_critics(self, actor_params: list[nn.Parameter]) -> tuple[list[float], list[float]]:
-        """TRPO's critic update for V and V_c together (one loss), with the actor's gradients removed."""
-        value_losses, cost_value_losses = [], []
-        for _ in range(self.n_critic_updates):
-            for rollout_data in self.rollout_buffer.get(self.batch_size):
-                values_pred, cost_values_pred = self.policy.predict_critics(rollout_data.observations)
-                values_pred, cost_values_pred = values_pred.flatten(), cost_values_pred.flatten()
-                value_loss = F.mse_loss(rollout_data.returns, values_pred)
-                cost_value_loss = F.mse_loss(rollout_data.cost_returns, cost_values_pred)
-                value_losses.append(value_loss.item())
-                cost_value_losses.append(cost_value_loss.item())
-                self.policy.optimizer.zero_grad()
-                (value_loss + cost_value_loss).backward()
-                for param in actor_params:
-                    param.grad = None
-                self.policy.optimizer.step()
-        return value_losses, cost_value_losses
 
     def learn(
         self: SelfCPO,

@@ -19,6 +19,7 @@ from sb3_safe.common.lagrange import (
     LagrangeMultiplier,
     UpdateRule,
     make_lagrange_multiplier,
+    multiplier_for_settings,
     validate_cost_limit,
 )
 from sb3_safe.common.replay_buffers import (
@@ -298,6 +299,10 @@ class SACLag(SafetyStatsMixin, SAC):
         env_id = "env" if self.env is None else env_name(self.env)
         self.replay_buffer_kwargs.setdefault("env_id", env_id)
         super()._setup_model()
+        self.lagrangian_kwargs = {"lr": self.DEFAULT_LAGRANGIAN_LR, **self.lagrangian_kwargs}
+        self.lagrange_multiplier = multiplier_for_settings(
+            self.lagrange_multiplier, self.cost_limit, self.lagrangian_update, self.lagrangian_kwargs
+        )
         if not isinstance(self.policy, SACLagPolicy):
             raise TypeError(f"SACLag needs a SACLagPolicy (with a cost critic), got {type(self.policy).__name__}")
         if self.multiplier_signal == "cost_value" and self.max_episode_steps is None:

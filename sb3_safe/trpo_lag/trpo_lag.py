@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -29,12 +30,12 @@ class TRPOLag(LagrangianMixin, TRPO):
     What changes with respect to sb3-contrib's TRPO:
 
     * the policy has a cost value function (``policy_kwargs=dict(cost_value_head="separate"|"shared")``), fitted
-      after TRPO's value function with the same settings (``n_critic_updates`` passes, ``batch_size``, the actor
-      parameters frozen);
+      with TRPO's value function in one loss, with TRPO's settings (``n_critic_updates`` passes, ``batch_size``,
+      the actor parameters frozen), in place of TRPO's critic loop;
     * the rollout buffer holds the step costs and runs cost GAE (``cost_gamma`` / ``cost_gae_lambda``);
     * once per rollout the multiplier is updated from the episode cost J_c, then the rollout's advantages are
       replaced by ``(A_r - lambda A_c) / (1 + lambda)`` (normalised by
-      :func:`~sb3_safe.common.on_policy_lagrangian.normalise_advantages`) and TRPO's own ``train()`` runs
+      :func:`~sb3_safe.common.on_policy_lagrangian.normalise_advantages`) and TRPO's own policy step runs
       unchanged: its conjugate-gradient step, KL line search and improvement test then act on the
       Lagrangian surrogate. TRPO standardises that advantage again,
       which only rescales it; the trust-region step is invariant to that scale.
@@ -169,19 +170,33 @@ class TRPOLag(LagrangianMixin, TRPO):
         buffer.advantages = self._penalised_advantages(advantages, cost_advantages, lam).numpy().astype(np.float32)
 
     def train(self) -> None:
-        """Update the multiplier, run TRPO's update on the Lagrangian advantage, then fit the cost critic."""
+        """Update the multiplier, run TRPO's policy step on the Lagrangian advantage, then fit both critics."""
         lam = self._update_lagrange_multiplier()
         self._write_lagrangian_advantages(lam)
-        super().train()
-        cost_value_losses = self._fit_cost_value_function(
-            self.n_critic_updates, self.batch_size, self._actor_parameters()
-        )
+        self._trpo_policy_step()
+        value_losses, cost_value_losses = self._fit_critics(self._actor_parameters())
         buffer = self.rollout_buffer
+        self.logger.record("train/value_loss", np.mean(value_losses))
         self.logger.record("train/cost_value_loss", np.mean(cost_value_losses))
         self.logger.record(
             "train/cost_explained_variance",
             explained_variance(buffer.cost_values.flatten(), buffer.cost_returns.flatten()),  # type: ignore[attr-defined]
         )
+
+    def _trpo_policy_step(self) -> None:
+        """sb3-contrib TRPO's ``train()`` without its critic loop, which fits V alone.
+
+        The loop is switched off by running it zero times; its log of the (then empty) value losses is
+        overwritten by :meth:`train`, so numpy's warnings about that empty mean are silenced here.
+        """
+        n_critic_updates, self.n_critic_updates = self.n_critic_updates, 0
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+                warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
+                super().train()
+        finally:
+            self.n_critic_updates = n_critic_updates
 
     def learn(
         self: SelfTRPOLag,
