@@ -1,11 +1,18 @@
 import math
+import threading
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+from toy_envs import LineEnv
 
-from sb3_safe.common.cost import CostSignalError, check_gym_env, read_cost, read_vec_costs, validate_cost
+from sb3_safe import SafetyMetricsCallback
+from sb3_safe.common.cost import CostSignalError, check_gym_env, env_name, read_cost, read_vec_costs, validate_cost
 from sb3_safe.common.safety_stats import SafetyStats
+from sb3_safe.wrappers import CostWrapper
 
 
 def test_read_cost_accepts_numbers_and_bools():
@@ -61,3 +68,45 @@ def test_safety_stats_sum_episode_costs_per_sub_env():
     assert stats.violations_total == 3 and stats.total_cost == pytest.approx(7.5)
     stats.update([{"cost": 0.0}, {"cost": 0.0}], np.array([False, False]))
     assert stats.finished_costs == [] and stats.current_costs.tolist() == [0.0, 4.0]
+
+
+class LockedEnv(LineEnv):
+    """An unregistered env that cannot be pickled (it holds a lock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+
+def make_locked_env() -> gym.Env:
+    return CostWrapper(LockedEnv(), lambda obs, action, next_obs, info: 0.0)
+
+
+def test_env_name_of_a_subproc_vec_env_does_not_pickle_the_env():
+    venv = SubprocVecEnv([make_locked_env], start_method="fork")
+    try:
+        assert env_name(venv) == "LockedEnv"
+    finally:
+        venv.close()
+    assert env_name(DummyVecEnv([make_locked_env])) == "LockedEnv"
+    assert env_name(make_vec_env("CartPole-v1", n_envs=1)) == "CartPole-v1"
+
+
+@pytest.mark.parametrize(
+    ("algo", "kwargs"),
+    [
+        (SAC, dict(learning_starts=5, batch_size=5, policy_kwargs=dict(net_arch=[8]))),
+        (PPO, dict(n_steps=5, batch_size=5, n_epochs=1, policy_kwargs=dict(net_arch=[8]))),
+    ],
+)
+def test_callback_keeps_the_episode_that_spans_two_learn_calls(algo, kwargs):
+    # Cost 1 per step, 10-step episodes: learn(15) stops in the middle of the second episode, and
+    # learn(25, reset_num_timesteps=False) goes on with it, so every episode costs 10. (Off-policy
+    # algorithms never update _last_episode_starts: it must not be read as an env reset.)
+    env = make_vec_env(lambda: CostWrapper(LineEnv(length=10), lambda obs, action, next_obs, info: 1.0), n_envs=1)
+    model = algo("MlpPolicy", env, seed=0, **kwargs)
+    callback = SafetyMetricsCallback()
+    model.learn(15, callback=callback)
+    model.learn(25, callback=callback, reset_num_timesteps=False)
+    assert model.num_timesteps == 40 == callback.stats.total_steps
+    assert list(callback.stats.episode_costs) == [10.0] * 4

@@ -204,3 +204,75 @@ def test_a_shield_serves_one_env():
     SafetyShield(line(), shield)
     with pytest.raises(ValueError, match="serves one env"):
         SafetyShield(line(), shield)
+
+
+class GambleEnv(gym.Env):
+    """Action 1 gambles: with probability 1/3 it violates (cost 1), else it moves one step on; action 0 waits.
+
+    Every render is recorded in ``GambleEnv.rendered`` (the id of the env that rendered).
+    """
+
+    metadata = {"render_modes": ["human"]}
+    rendered: list[int] = []
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+        self.observation_space = gym.spaces.Box(0.0, 100.0, (1,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.state = np.zeros(1)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = np.zeros(1)
+        return self.state.astype(np.float32), {}
+
+    def step(self, action):
+        violated = int(action) == 1 and self.np_random.random() < 1 / 3
+        if int(action) == 1 and not violated:
+            self.state = self.state + 1.0
+        if self.render_mode == "human":
+            self.render()
+        info = {"cost": float(violated), "violation": violated}
+        return self.state.astype(np.float32), 0.0, False, False, info
+
+    def render(self):
+        GambleEnv.rendered.append(id(self))
+
+
+def test_simulator_shield_traces_sample_a_stochastic_env_independently():
+    # The traces of one estimate must not share a random stream: sharing one, they all see the same
+    # outcome and the estimate of a 1/3 risk is 0 or 1.
+    shield = SimulatorShield(n_traces=300, horizon=1, seed=0)
+    env = SafetyShield(GambleEnv(), shield)
+    env.reset(seed=0)
+    risks = [shield.estimate_risk(shield._get_state(env.env), 1) for _ in range(3)]
+    assert all(abs(risk - 1 / 3) < 0.1 for risk in risks), risks
+    assert shield.estimate_risk(shield._get_state(env.env), 0) == 0.0
+
+
+def test_simulator_shield_episodes_are_reproducible_from_the_reset_seed():
+    # With few traces and a threshold at the true risk, whether the shield intervenes depends on its samples.
+    env = SafetyShield(GambleEnv(), SimulatorShield(n_traces=6, horizon=1, threshold=1 / 3, seed=0))
+
+    def episode():
+        observations = [env.reset(seed=1)[0]]
+        interventions = []
+        for _ in range(40):
+            obs, *_, info = env.step(1)
+            observations.append(obs)
+            interventions.append(info["shield"]["intervened"])
+        return np.array(observations), interventions
+
+    first, second = episode(), episode()
+    assert 0 < sum(first[1]) < 40  # the check below would be trivial if the shield always (or never) intervened
+    np.testing.assert_array_equal(first[0], second[0])
+    assert first[1] == second[1]
+
+
+def test_simulator_shield_copies_do_not_render():
+    GambleEnv.rendered.clear()
+    env = SafetyShield(GambleEnv(render_mode="human"), SimulatorShield(n_traces=4, horizon=3, seed=0))
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step(1)
+    assert GambleEnv.rendered == [id(env.unwrapped)] * 3

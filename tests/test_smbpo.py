@@ -344,6 +344,32 @@ def test_rollouts_are_branched_every_rollout_freq_steps_at_the_same_rate_per_ste
     assert model.model_rows_generated > 0
 
 
+def test_a_new_learn_call_branches_the_rollouts_of_a_fresh_run_at_its_first_update(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # reset_num_timesteps=True replays the learning_starts warm-up; its steps must not all be branched at once.
+    model = SMBPO("MlpPolicy", "SafePendulum-v0", **TINY)
+    requested: list[int] = []
+    branch = model.model_rollouts
+    monkeypatch.setattr(model, "model_rollouts", lambda n_starts: requested.append(n_starts) or branch(n_starts))
+    model.learn(103)
+    first_learn = requested.copy()
+    requested.clear()
+    model.learn(103)
+    assert requested == first_learn == [TINY["rollout_batch_size"]] * 3
+
+
+def test_learning_starts_0_with_one_env_updates_from_the_second_step() -> None:
+    # SB3 calls train() after the first step; the model needs two transitions to fit.
+    model = SMBPO("MlpPolicy", "SafePendulum-v0", **{**TINY, "learning_starts": 0})
+    model.learn(20)
+    assert model.n_model_fits == 1
+    assert model.last_model_fit is not None
+    assert model.last_model_fit.n_train + model.last_model_fit.n_holdout == 2
+    assert model._n_updates == 19 * TINY["gradient_steps"]
+    assert model.replay_buffer.model_buffer.size() > 0
+
+
 def test_fixed_and_stochastic_penalty_modes() -> None:
     fixed = SMBPO("MlpPolicy", "SafePendulum-v0", penalty=12.5, **TINY)
     fixed.learn(110)
@@ -394,6 +420,23 @@ def test_bad_arguments_are_rejected() -> None:
         SMBPO("MlpPolicy", "SafePendulum-v0", rollout_freq=0)
     with pytest.raises(ValueError, match="precision"):
         SMBPO("MlpPolicy", "SafePendulum-v0", model_precision="half")
+
+
+def test_a_discrete_action_space_is_rejected_with_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="continuous"):
+        SMBPO("MlpPolicy", gym.make("SafeAcrobot-v0"))
+    with pytest.raises(ValueError, match="continuous"):
+        SMBPO("MlpPolicy", "SafeAcrobot-v0")
+    # SB3's own check is a bare assert, which ``python -O`` removes.
+    code = (
+        "import pytest, sb3_safe\n"
+        "from sb3_safe.smbpo import SMBPO\n"
+        "with pytest.raises(ValueError, match='continuous'):\n"
+        "    SMBPO('MlpPolicy', 'SafeAcrobot-v0')\n"
+    )
+    result = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 # ----------------------------------------------------------------------------- save / load

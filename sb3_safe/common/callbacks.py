@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
+
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_safe.common.cost import env_name
@@ -30,18 +31,37 @@ class SafetyMetricsCallback(BaseCallback):
         super().__init__(verbose)
         self.stats_window_size = stats_window_size
         self.stats: SafetyStats | None = None
+        # The model's last observation when the last rollout or learn() ended (None before the first one).
+        self._last_obs_at_end: Any = None
 
     def _init_callback(self) -> None:
-        # SB3 calls this at every learn(). Its env reset (a new run, or after load / set_env) marks every
-        # episode as starting, and the costs summed over the cut episodes must then be dropped.
+        # SB3 calls this at every learn(), after _setup_learn, which resets the env for a new run or when the
+        # model has no last observation (after load / set_env); the costs summed over the cut episodes must
+        # then be dropped.
         self.stats = safety_stats_for_learn(
             self.stats,
             self.training_env.num_envs,
             self.stats_window_size,
             env_name(self.training_env),
             reset_num_timesteps=self.model.num_timesteps == 0,
-            env_will_reset=bool(np.all(self.model._last_episode_starts)),
+            env_will_reset=self._env_was_reset(),
         )
+
+    def _env_was_reset(self) -> bool:
+        """Whether SB3 reset the env since the last rollout or ``learn()`` ended.
+
+        A reset replaces the model's ``_last_obs``; an env that goes on keeps the very object the previous
+        call left. (``_last_episode_starts`` cannot tell: off-policy algorithms never update it, so it
+        stays all ones, as after a reset.)
+        """
+        return self._last_obs_at_end is None or self.model._last_obs is not self._last_obs_at_end
+
+    def _on_rollout_end(self) -> None:
+        # Also remembered here, so that a learn() stopped by an exception in train() still finds it.
+        self._last_obs_at_end = self.model._last_obs
+
+    def _on_training_end(self) -> None:
+        self._last_obs_at_end = self.model._last_obs
 
     def _on_step(self) -> bool:
         assert self.stats is not None

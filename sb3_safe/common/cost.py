@@ -10,6 +10,7 @@ silently read as 0.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,15 +34,31 @@ def env_name(env: Any) -> str:
     spec = getattr(env, "spec", None)
     if spec is not None and getattr(spec, "id", None):
         return str(spec.id)
-    get_attr = getattr(env, "get_attr", None)
-    if callable(get_attr):
-        # An SB3 VecEnv: name its first sub-env.
-        spec = get_attr("spec", indices=[0])[0]
-        if spec is not None:
-            return str(spec.id)
-        return type(get_attr("unwrapped", indices=[0])[0]).__name__
+    if callable(getattr(env, "get_attr", None)) and callable(getattr(env, "env_method", None)):
+        return _vec_env_name(env)
     unwrapped = getattr(env, "unwrapped", env)
     return type(unwrapped).__name__
+
+
+def _vec_env_name(venv: Any) -> str:
+    """The name of an SB3 VecEnv's first sub-env: its registered id, else the class name of its unwrapped env."""
+    spec = venv.get_attr("spec", indices=[0])[0]
+    if spec is not None:
+        return str(spec.id)
+    # Only a string comes back from the sub-env: get_attr("unwrapped") would pickle the whole env back from a
+    # SubprocVecEnv worker, which fails for envs holding locks or defined in __main__.
+    description = venv.env_method("__str__", indices=[0])[0]
+    return _innermost_env_name(str(description))
+
+
+def _innermost_env_name(description: str) -> str:
+    """The unwrapped env's class name in Gymnasium's ``str()`` of a wrapper stack.
+
+    ``"<TimeLimit<CostWrapper<MyEnv instance>>>"`` gives ``"MyEnv"``; a description in another form (an env
+    with its own ``__str__``) is returned whole.
+    """
+    names = re.findall(r"<([^<>\s]+)", description)
+    return names[-1] if names else description
 
 
 def _where(env_id: str, step: int | None) -> str:

@@ -14,6 +14,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import polyak_update
 
+from sb3_safe.common.action_spaces import check_continuous_action_space, sac_action_space_checked
 from sb3_safe.common.cost import env_name
 from sb3_safe.common.lagrange import (
     LagrangeMultiplier,
@@ -38,16 +39,6 @@ from sb3_safe.sac_lag.policies import (
 
 SelfSACLag = TypeVar("SelfSACLag", bound="SACLag")
 MultiplierSignal = Literal["episode_cost", "cost_value"]
-
-
-def _check_continuous_action_space(action_space: spaces.Space | None) -> None:
-    """Raise a clear error for action spaces that SAC's squashed Gaussian actor cannot produce."""
-    if action_space is not None and not isinstance(action_space, spaces.Box):
-        raise ValueError(
-            f"SACLag needs a continuous action space (gymnasium.spaces.Box), got {action_space}. "
-            "It is built on SB3's SAC, whose squashed Gaussian actor does not support discrete or "
-            "multi-discrete actions; use PPOLag or TRPOLag for those."
-        )
 
 
 class SACLag(SafetyStatsMixin, SAC):
@@ -215,8 +206,8 @@ class SACLag(SafetyStatsMixin, SAC):
         _init_setup_model: bool = True,
     ) -> None:
         self._check_safety_arguments(cost_limit, cost_gamma, n_steps, replay_buffer_class, multiplier_signal)
-        _check_continuous_action_space(getattr(env, "action_space", None))
-        try:
+        check_continuous_action_space(getattr(env, "action_space", None), "SACLag")
+        with sac_action_space_checked(self, "SACLag"):
             super().__init__(
                 policy,
                 env,
@@ -247,13 +238,6 @@ class SACLag(SafetyStatsMixin, SAC):
                 device=device,
                 _init_setup_model=False,
             )
-        except AssertionError as exc:
-            # A registered id is only made into an env inside SB3, whose action-space check is a bare assert.
-            if "action spaces" in str(exc):
-                _check_continuous_action_space(getattr(self, "action_space", None))
-                raise ValueError(f"SACLag needs a continuous (Box) action space: {exc}") from exc
-            raise
-        _check_continuous_action_space(getattr(self, "action_space", None))
         self.cost_limit = validate_cost_limit(cost_limit)
         self.cost_gamma = float(gamma if cost_gamma is None else cost_gamma)
         self.normalize_actor_loss = normalize_actor_loss

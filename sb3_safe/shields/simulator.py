@@ -75,8 +75,13 @@ class SimulatorShield(Shield):
     The env stack below the SafetyShield is deep-copied at every reset; before each estimate the
     simulator state and the state of every wrapper below the shield (e.g. ``CostWrapper``'s last
     observation, ``TimeLimit``'s step count) are copied into the copies, so each trace starts
-    where the real env stands. Wrappers that hold files (``Monitor``, ``CostMonitor``) must sit
-    outside the SafetyShield.
+    where the real env stands, and each copy gets its own random stream drawn from the shield's
+    generator, so that the traces of a stochastic env sample different outcomes. The copies never
+    render. Wrappers that hold files (``Monitor``, ``CostMonitor``) must sit outside the SafetyShield.
+
+    The shield's randomness follows the env's seed: after a reset that gives the env a new random
+    generator (``reset(seed=...)``) the shield's generator is reseeded from that seed and ``seed``,
+    so a seeded episode is reproducible, shield decisions included.
 
     :param policy: the policy that continues each trace: ``None`` for uniform random actions,
         an SB3 model (its stochastic ``predict``), or a function from a batch of observations
@@ -87,7 +92,7 @@ class SimulatorShield(Shield):
     :param n_candidates: number of random candidate actions considered for a Box action space
     :param get_state: ``get_state(env) -> state`` for simulators other than MuJoCo and classic control
     :param set_state: ``set_state(env, state)``, the inverse of ``get_state``
-    :param seed: seed of the rollout policy's and the candidates' randomness
+    :param seed: seed of the rollout policy's, the candidates' and the traces' randomness
     """
 
     def __init__(
@@ -117,6 +122,8 @@ class SimulatorShield(Shield):
         self.seed = seed
         self._custom_state_functions = (get_state, set_state)
         self._twins: list[gym.Env] = []
+        # The env's random generator at the last reset: a different one means the env was reseeded.
+        self._env_rng_seen: np.random.Generator | None = None
 
     def bind(self, env: gym.Env) -> None:
         space = env.action_space
@@ -126,14 +133,39 @@ class SimulatorShield(Shield):
             )
         super().bind(env)
         self._action_space = copy.deepcopy(space)
-        self._action_space.seed(self.seed)
-        self._rng = np.random.default_rng(self.seed)
+        self._seed_generators(self.seed)
+
+    def _seed_generators(self, seed: int | list[int] | None) -> None:
+        """Seed the shield's generator and the copy of the action space it samples from."""
+        self._rng = np.random.default_rng(seed)
+        self._action_space.seed(int(self._rng.integers(2**32)))
+
+    def _reseed_if_env_was_seeded(self) -> None:
+        """Reseed the shield from the env's seed when a reset gave the env a new random generator.
+
+        SafetyShield does not pass the reset's seed on, but Gymnasium's ``reset(seed=...)`` replaces
+        ``unwrapped._np_random`` and records the seed in ``_np_random_seed``: that seed is what makes a
+        seeded episode reproducible. A reset without a seed keeps the generator, and the shield goes on
+        with its own stream; so does a shield on an env that never draws random numbers or whose
+        generator was assigned without a recorded seed. An unseeded env creates its generator from a
+        random seed on first use, and the shield then follows it: that env's episodes are random anyway.
+        """
+        assert self.env is not None
+        env_rng = getattr(self.env.unwrapped, "_np_random", None)
+        env_seed = getattr(self.env.unwrapped, "_np_random_seed", None)
+        seed_recorded = isinstance(env_seed, (int, np.integer)) and env_seed >= 0
+        if env_rng is None or env_rng is self._env_rng_seen or not seed_recorded:
+            return
+        self._env_rng_seen = env_rng
+        # The shield's own seed is mixed in so that shields with different seeds still differ.
+        self._seed_generators([int(env_seed)] if self.seed is None else [int(env_seed), self.seed])
 
     def reset(self, obs: Any, info: dict[str, Any]) -> None:
         # The copies are taken after every reset so that the wrappers below the shield start each
         # episode in the same state as the real ones; between resets only the simulator state is
         # transferred (copying whole env stacks at every step would cost far more).
         assert self.env is not None
+        self._reseed_if_env_was_seeded()
         # Chosen here, not in bind(), because classic-control envs create `state` in reset().
         self._get_state, self._set_state = _state_functions(self.env, *self._custom_state_functions)
         try:
@@ -143,6 +175,9 @@ class SimulatorShield(Shield):
                 f"SimulatorShield could not copy the env stack of '{env_name(self.env)}' ({exc}). Wrappers that hold "
                 "files or processes (Monitor, CostMonitor, video recorders) must wrap the SafetyShield, not sit below it."
             ) from exc
+        for twin in self._twins:
+            # A copy of a "human" env would open a window of its own and redraw it at every simulated step.
+            twin.unwrapped.render_mode = None
 
     def decide(self, obs: Any, action: Any) -> ShieldDecision:
         if not self._twins:
@@ -177,6 +212,7 @@ class SimulatorShield(Shield):
         for twin in self._twins:
             self._set_state(twin, state)
             _restore_wrapper_states(twin, wrapper_states)
+        self._give_twins_own_random_streams()
         alive = np.ones(self.n_traces, dtype=bool)
         violated = np.zeros(self.n_traces, dtype=bool)
         observations: list[Any] = [None] * self.n_traces
@@ -195,6 +231,12 @@ class SimulatorShield(Shield):
                 break
             actions = self._rollout_actions(observations, alive)
         return float(violated.mean())
+
+    def _give_twins_own_random_streams(self) -> None:
+        """Give every copy a fresh generator drawn from the shield's: the copies were taken with the real
+        env's generator, and copies sharing one state would sample the same outcome in every trace."""
+        for twin, seed in zip(self._twins, self._rng.integers(2**63, size=len(self._twins))):
+            twin.unwrapped.np_random = np.random.default_rng(int(seed))
 
     def _rollout_actions(self, observations: list[Any], alive: np.ndarray) -> list[Any]:
         if self.policy is None:

@@ -28,6 +28,7 @@ from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.sac import SAC
 from stable_baselines3.sac.policies import SACPolicy
 
+from sb3_safe.common.action_spaces import sac_action_space_checked
 from sb3_safe.common.cost import env_name, read_vec_costs
 from sb3_safe.common.dynamics import PRECISIONS, EnsembleFitResult, GaussianEnsemble, fit_ensemble
 from sb3_safe.common.float_modes import denormals_flushed
@@ -42,6 +43,8 @@ SelfSMBPO = TypeVar("SelfSMBPO", bound="SMBPO")
 ObsPredicate = Callable[[np.ndarray], np.ndarray]
 PENALTY_MODES = ("auto", "auto-stochastic")
 PREDICATE_MODES = ("env", "learned")
+# The fewest real transitions :func:`fit_ensemble` fits a model on.
+MIN_FIT_TRANSITIONS = 2
 
 
 class SMBPO(SafetyStatsMixin, SAC):
@@ -91,7 +94,8 @@ class SMBPO(SafetyStatsMixin, SAC):
     :param learning_rate: learning rate of the critics and the entropy coefficient (paper: 3e-4)
     :param buffer_size: size of the real replay buffer (paper: 1e6)
     :param learning_starts: number of uniform-random warm-up steps before the first model fit
-        and the first update (paper: 5000)
+        and the first update (paper: 5000); with 0 the first update waits for the second real
+        transition, the fewest a model is fit on
     :param batch_size: minibatch size of each SAC update (paper: 256)
     :param tau: soft target update coefficient (paper: 0.005)
     :param gamma: discount factor (paper: 0.99)
@@ -268,35 +272,36 @@ class SMBPO(SafetyStatsMixin, SAC):
         self.safety_stats: SafetyStats | None = None
         self._unsafe_fn: ObsPredicate | None = None
         self._warned_unmodelled_termination = False
-        super().__init__(
-            policy,
-            env,
-            learning_rate=learning_rate,
-            buffer_size=buffer_size,
-            learning_starts=learning_starts,
-            batch_size=batch_size,
-            tau=tau,
-            gamma=gamma,
-            train_freq=train_freq,
-            gradient_steps=gradient_steps,
-            action_noise=action_noise,
-            replay_buffer_class=replay_buffer_class,
-            replay_buffer_kwargs=replay_buffer_kwargs,
-            optimize_memory_usage=optimize_memory_usage,
-            ent_coef=ent_coef,
-            target_update_interval=target_update_interval,
-            target_entropy=target_entropy,
-            use_sde=use_sde,
-            sde_sample_freq=sde_sample_freq,
-            use_sde_at_warmup=use_sde_at_warmup,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
-            verbose=verbose,
-            seed=seed,
-            device=device,
-            _init_setup_model=False,
-        )
+        with sac_action_space_checked(self, "SMBPO"):
+            super().__init__(
+                policy,
+                env,
+                learning_rate=learning_rate,
+                buffer_size=buffer_size,
+                learning_starts=learning_starts,
+                batch_size=batch_size,
+                tau=tau,
+                gamma=gamma,
+                train_freq=train_freq,
+                gradient_steps=gradient_steps,
+                action_noise=action_noise,
+                replay_buffer_class=replay_buffer_class,
+                replay_buffer_kwargs=replay_buffer_kwargs,
+                optimize_memory_usage=optimize_memory_usage,
+                ent_coef=ent_coef,
+                target_update_interval=target_update_interval,
+                target_entropy=target_entropy,
+                use_sde=use_sde,
+                sde_sample_freq=sde_sample_freq,
+                use_sde_at_warmup=use_sde_at_warmup,
+                stats_window_size=stats_window_size,
+                tensorboard_log=tensorboard_log,
+                policy_kwargs=policy_kwargs,
+                verbose=verbose,
+                seed=seed,
+                device=device,
+                _init_setup_model=False,
+            )
         if _init_setup_model:
             self._setup_model()
 
@@ -624,7 +629,12 @@ class SMBPO(SafetyStatsMixin, SAC):
         mixed batches, all with denormal floats flushed to zero in the calling thread (its own setting
         is restored afterwards; torch's intra-op worker threads are not touched): the SAC optimisers'
         moments fill with denormals over a long run, as the ensemble's do
-        (:mod:`sb3_safe.common.float_modes`)."""
+        (:mod:`sb3_safe.common.float_modes`). Nothing happens while the real buffer holds fewer than
+        ``MIN_FIT_TRANSITIONS`` transitions."""
+        if self.replay_buffer.real_size() < MIN_FIT_TRANSITIONS:
+            # SB3 calls train() after the first env step when learning_starts=0 (or on a loaded model
+            # going on without its buffer): no model can be fit on one transition yet.
+            return
         with denormals_flushed():
             self._maybe_fit_model()
             n_stored, n_unsafe = self.model_rollouts(self._rollouts_due())
@@ -710,13 +720,17 @@ class SMBPO(SafetyStatsMixin, SAC):
         return self
 
     def _after_learn_setup(self, step_shift: int, env_was_reset: bool) -> None:
-        """When SB3 restarts the step count (``reset_num_timesteps``), the steps of the last model fit and
-        rollout move with it, so that a new ``learn()`` (e.g. after ``load``) keeps the fit period instead
-        of waiting for the old step count to come round again."""
+        """When SB3 restarts the step count (``reset_num_timesteps``), the step of the last model fit moves
+        with it, so that a new ``learn()`` (e.g. after ``load``) keeps the fit period instead of waiting for
+        the old step count to come round again; the rollouts start over as in a fresh run."""
         if self._last_model_fit_timestep is not None:
             self._last_model_fit_timestep += step_shift
-        if self._last_rollout_timestep is not None:
-            self._last_rollout_timestep += step_shift
+        if step_shift != 0:
+            # SB3 now plays ``learning_starts`` random steps again. Counted from the old rollout step, the
+            # first update would branch rollouts for all of them at once (``rollout_batch_size`` x
+            # ``learning_starts``, enough to overwrite the model buffer); a fresh run branches none for its
+            # warm-up, only ``rollout_batch_size`` per env at its first update.
+            self._last_rollout_timestep = None
 
     # ------------------------------------------------------------------ save / load
     def save(
