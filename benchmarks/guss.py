@@ -174,13 +174,19 @@ def merge_outputs(directories: list[Path]) -> tuple[Results, list[dict[str, str]
     """The runs of several earlier outputs of this script (e.g. one per seed, run on different cores),
     combined per env and algorithm, and their configs.
 
-    :raises ValueError: if the outputs trained for different numbers of episodes or model epochs
+    :raises ValueError: if the outputs were made with different settings (episodes, model epochs, ``--params``,
+        threads, timed control steps, MRCP thresholds) or hold the same (env, algorithm, seed) twice
     """
     results, configs = load_saved_runs(directories, "guss_benchmark.json")
-    for key in ("episodes", "model_epochs"):
-        values = {config[key] for config in configs}
+    for key in ("episodes", "model_epochs", "params", "threads", "speed_steps", "thresholds"):
+        values = {str(config.get(key)) for config in configs}
         if len(values) > 1:
-            raise ValueError(f"cannot merge outputs trained with different --{key.replace('_', '-')}: {sorted(values)}")
+            raise ValueError(f"cannot merge outputs made with different --{key.replace('_', '-')}: {sorted(values)}")
+    for env_id, per_algo in results.items():
+        for algo, runs in per_algo.items():
+            seeds = [run["seed"] for run in runs]
+            if len(seeds) != len(set(seeds)):
+                raise ValueError(f"cannot merge outputs holding the same run twice: {env_id} {algo} seeds {sorted(seeds)}")
     return results, configs
 
 

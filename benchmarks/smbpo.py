@@ -1,7 +1,9 @@
 """SMBPO against SB3 SAC: safety, return and cost per env step (SPEC.md 2.1, seed 000 figures).
 
 Both algorithms get the same env, warm-up (``learning_starts`` uniform-random steps), number of
-gradient updates per env step, batch size, networks and learning rates. The script reports:
+gradient updates per env step, batch size, networks, critic learning rate (3e-4) and real replay buffer
+(``--buffer-size``, the paper's 1e6 by default). The policy learning rates differ as in the paper and SB3:
+SMBPO's is the paper's 1e-4 (its default ``actor_learning_rate``), SAC's SB3's 3e-4. The script reports:
 
 * cumulative violations and episode returns against env steps (JSON and a PNG);
 * wall time per env step after the warm-up for both, and the ratio SMBPO / SAC;
@@ -326,7 +328,7 @@ def new_model(algo: str, env: gym.Env, args: argparse.Namespace) -> OffPolicyAlg
         "gradient_steps": args.gradient_steps,
         "batch_size": args.batch_size,
         "learning_rate": 3e-4,
-        "buffer_size": args.steps,
+        "buffer_size": args.buffer_size,
         "policy_kwargs": {"net_arch": [256, 256]},
         "target_entropy": args.target_entropy,
         "seed": args.seed,
@@ -374,6 +376,14 @@ def train(algo: str, args: argparse.Namespace) -> tuple[OffPolicyAlgorithm, RunT
     overrides = given_smbpo_settings(args) if algo == "smbpo" else {}
     restored = checkpoint.load(ALGORITHMS[algo], env, args.device, **overrides) if args.resume else None
     model, trace = restored if restored is not None else (new_model(algo, env, args), RunTrace())
+    if model.replay_buffer.buffer_size != args.buffer_size:  # type: ignore[union-attr]
+        # A loaded buffer keeps the capacity it was made with; a run resumed with another one would report
+        # results of a buffer it does not have.
+        raise ValueError(
+            f"the {algo} checkpoint in {checkpoint.directory} has a replay buffer of "
+            f"{model.replay_buffer.buffer_size} transitions but --buffer-size is {args.buffer_size}: "  # type: ignore[union-attr]
+            "resume with the checkpoint's --buffer-size"
+        )
     callback = TraceCallback(trace, args.learning_starts, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
     flush = denormals_flushed() if sac_flushes_denormals(algo, args) else nullcontext()
     if model.num_timesteps < args.steps:
@@ -414,7 +424,7 @@ def algorithm_result(algo: str, args: argparse.Namespace, peak: float, peak_bf16
 
 def smbpo_settings(model: SMBPO) -> dict[str, Any]:
     """SMBPO's speed settings as the run ended (a resumed run may have changed some), for the result."""
-    names = ("model_precision", "rollout_freq", "fused_sac_update", "background_model_fit")
+    names = ("model_precision", "rollout_freq", "fused_sac_update", "background_model_fit", "actor_learning_rate")
     return {name: getattr(model, name) for name in names}
 
 
@@ -424,7 +434,7 @@ def run_settings(args: argparse.Namespace, algo: str) -> dict[str, Any]:
     ``cpu_cores`` is what the run occupies: ``--threads``, plus one for SMBPO's background model fit, so
     SAC with ``--threads 2`` pairs with SMBPO with ``--threads 1 --background-model-fit``.
     """
-    keys = ("env", "steps", "learning_starts", "gradient_steps", "batch_size", "seed", "device")
+    keys = ("env", "steps", "learning_starts", "gradient_steps", "batch_size", "buffer_size", "seed", "device")
     # --model-precision is left out: SAC has no model, so one SAC run pairs with SMBPO runs of either precision.
     settings = {key: getattr(args, key) for key in keys}
     settings["cpu_cores"] = args.threads + int(algo == "smbpo" and args.background_model_fit)
@@ -486,6 +496,8 @@ def main() -> None:
     parser.add_argument("--learning-starts", type=int, default=5000)
     parser.add_argument("--gradient-steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--buffer-size", type=int, default=1_000_000,
+                        help="real replay buffer capacity of both algorithms (paper: 1e6); a resumed run keeps its checkpoint's")
     parser.add_argument("--target-entropy", type=float, default=-1.0, help="paper: hopper -1")
     parser.add_argument("--rollout-batch-size", type=int, default=100)
     parser.add_argument("--rollout-horizon", type=int, default=10)

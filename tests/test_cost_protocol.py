@@ -68,6 +68,20 @@ def test_safety_stats_sum_episode_costs_per_sub_env():
     assert stats.violations_total == 3 and stats.total_cost == pytest.approx(7.5)
     stats.update([{"cost": 0.0}, {"cost": 0.0}], np.array([False, False]))
     assert stats.finished_costs == [] and stats.current_costs.tolist() == [0.0, 4.0]
+    assert list(stats.episode_lengths) == [2, 3] and stats.current_lengths.tolist() == [1, 2]
+
+
+def test_safety_stats_saved_without_episode_lengths_go_on_counting_them() -> None:
+    # A model saved before the lengths were kept (e.g. a benchmark checkpoint) must still resume.
+    stats = SafetyStats(n_envs=2, stats_window_size=5)
+    stats.update([{"cost": 1.0}, {"cost": 0.0}], np.array([True, False]))
+    new_fields = ("current_lengths", "episode_lengths", "finished_lengths")
+    old_state = {k: v for k, v in stats.__dict__.items() if k not in new_fields}
+    restored = SafetyStats.__new__(SafetyStats)
+    restored.__setstate__(old_state)
+    restored.update([{"cost": 0.0}, {"cost": 2.0}], np.array([False, True]))
+    assert restored.finished_costs == [2.0] and restored.finished_lengths == [1]
+    assert list(restored.episode_costs) == [1.0, 2.0] and restored.episode_lengths.maxlen == 5
 
 
 class LockedEnv(LineEnv):

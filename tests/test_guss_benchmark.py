@@ -61,6 +61,22 @@ def test_outputs_of_different_budgets_are_not_merged(tmp_path: Path) -> None:
         guss_benchmark.merge_outputs(folders)
 
 
+def test_outputs_of_other_params_or_the_same_seed_twice_are_not_merged(tmp_path: Path) -> None:
+    folders = [
+        saved_output(tmp_path / "a", "guss", 0, mar=-3.0, p_unsafe=1.0),
+        saved_output(tmp_path / "b", "guss", 1, mar=-2.0, p_unsafe=0.0),
+    ]
+    config_file = folders[1] / "guss_benchmark.json"
+    saved = json.loads(config_file.read_text())
+    saved["config"]["params"] = "['mutation_sigma=0.5']"
+    config_file.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="different --params"):
+        guss_benchmark.merge_outputs(folders)
+    twice = [folders[0], saved_output(tmp_path / "c", "guss", 0, mar=-2.0, p_unsafe=0.0)]
+    with pytest.raises(ValueError, match="the same run twice: SafePendulum-v0 guss seeds \\[0, 0\\]"):
+        guss_benchmark.merge_outputs(twice)
+
+
 def test_params_override_the_yaml_with_typed_values() -> None:
     overrides = guss_benchmark.parse_overrides(["n_warm_start=5", "mutation_sigma=0.1"])
     assert overrides == {"n_warm_start": 5, "mutation_sigma": 0.1}

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sb3_safe.common.lagrange import LagrangeMultiplier
+from sb3_safe.common.lagrange import LagrangeMultiplier, make_lagrange_multiplier, multiplier_for_settings
 
 
 def test_plain_sgd_is_projected_dual_ascent_exactly() -> None:
@@ -124,3 +124,16 @@ def test_a_new_cost_limit_given_to_update_is_the_one_applied(update_rule: str) -
     assert multiplier.cost_limit == 0.0
     with pytest.raises(ValueError, match="cost_limit"):
         multiplier.update(5.0, cost_limit=-1.0)
+
+
+def test_a_multiplier_is_kept_when_its_settings_are_asked_again_and_rebuilt_from_its_lambda_otherwise() -> None:
+    multiplier = make_lagrange_multiplier(1.0, "plain", {"lr": 0.1})
+    for _ in range(3):
+        multiplier.update(3.0)
+    # The same settings, also when a default is spelled out: the very object (its optimiser state) goes on.
+    assert multiplier_for_settings(multiplier, 1.0, "plain", {"lr": 0.1, "optimizer": "adam"}) is multiplier
+    rebuilt = multiplier_for_settings(multiplier, 1.0, "pid", {"kp": 0.0, "ki": 0.5, "kd": 0.0})
+    assert rebuilt.update_rule == "pid" and rebuilt.value == pytest.approx(multiplier.value)
+    assert rebuilt.update(2.0) == pytest.approx(multiplier.value + 0.5)
+    restarted = multiplier_for_settings(multiplier, 1.0, "plain", {"lr": 0.5, "initial_value": 0.0})
+    assert restarted.value == 0.0 and restarted.settings()[1]["lr"] == 0.5

@@ -20,7 +20,7 @@ class Interrupted(Exception):
 
 def tiny_args(out_dir: Path, resume: bool) -> argparse.Namespace:
     return argparse.Namespace(
-        env="SafePendulum-v0", steps=300, learning_starts=100, gradient_steps=1, batch_size=32,
+        env="SafePendulum-v0", steps=300, learning_starts=100, gradient_steps=1, batch_size=32, buffer_size=1000,
         target_entropy=-1.0, seed=0, device="cpu", threads=1, out_dir=out_dir,
         checkpoint_every=100, resume=resume, background_model_fit=False,
         fused_sac_update=False, rollout_batch_size=5, rollout_horizon=3, rollout_freq=1, model_buffer_size=2000,
@@ -62,6 +62,9 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(
     model, again = bench.train("sac", tiny_args(tmp_path, resume=True))
     assert model.num_timesteps == 300 and model.replay_buffer.size() == 300
     assert again == trace
+    # A loaded buffer keeps its capacity: a resume that asks for another one is refused, not silently run.
+    with pytest.raises(ValueError, match="replay buffer of 1000 transitions but --buffer-size is 5000"):
+        bench.train("sac", argparse.Namespace(**{**vars(tiny_args(tmp_path, resume=True)), "buffer_size": 5000}))
 
 
 def test_a_resumed_smbpo_run_takes_the_commands_rollout_freq_and_precision_checked_by_smbpo(tmp_path: Path) -> None:

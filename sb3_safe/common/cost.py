@@ -16,6 +16,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 COST_KEY = "cost"
 VIOLATION_KEY = "violation"
@@ -45,8 +46,10 @@ def _vec_env_name(venv: Any) -> str:
     spec = venv.get_attr("spec", indices=[0])[0]
     if spec is not None:
         return str(spec.id)
-    # Only a string comes back from the sub-env: get_attr("unwrapped") would pickle the whole env back from a
-    # SubprocVecEnv worker, which fails for envs holding locks or defined in __main__.
+    if isinstance(venv, DummyVecEnv):
+        return type(venv.get_attr("unwrapped", indices=[0])[0]).__name__
+    # Only a string comes back from another process: get_attr("unwrapped") would pickle the whole env back
+    # from a SubprocVecEnv worker, which fails for envs holding locks or defined in __main__.
     description = venv.env_method("__str__", indices=[0])[0]
     return _innermost_env_name(str(description))
 
@@ -54,8 +57,8 @@ def _vec_env_name(venv: Any) -> str:
 def _innermost_env_name(description: str) -> str:
     """The unwrapped env's class name in Gymnasium's ``str()`` of a wrapper stack.
 
-    ``"<TimeLimit<CostWrapper<MyEnv instance>>>"`` gives ``"MyEnv"``; a description in another form (an env
-    with its own ``__str__``) is returned whole.
+    ``"<TimeLimit<CostWrapper<MyEnv instance>>>"`` gives ``"MyEnv"``. An env with its own ``__str__`` breaks
+    that format; the result is then only a readable label for error messages.
     """
     names = re.findall(r"<([^<>\s]+)", description)
     return names[-1] if names else description

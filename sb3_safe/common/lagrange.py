@@ -67,8 +67,6 @@ class LagrangeMultiplier:
             raise ValueError(f"ema_alpha must be in [0, 1), got {ema_alpha}")
         self.cost_limit = float(cost_limit)
         self.update_rule = update_rule
-        # (update rule, the other arguments) as given to make_lagrange_multiplier; None when built directly.
-        self.settings: tuple[str, dict[str, Any]] | None = None
         self.lambda_max = float(lambda_max)
         self.kp, self.ki, self.kd = float(kp), float(ki), float(kd)
         self.ema_alpha = float(ema_alpha)
@@ -86,6 +84,20 @@ class LagrangeMultiplier:
     def value(self) -> float:
         """The current multiplier lambda (>= 0)."""
         return self._value
+
+    def settings(self) -> tuple[str, dict[str, Any]]:
+        """The update rule and every constructor argument but ``cost_limit`` and ``initial_value``, as this
+        multiplier runs them (read from its state, so that one saved by any version can be compared)."""
+        return self.update_rule, {
+            "lr": float(self._optimizer.param_groups[0]["lr"]),
+            "optimizer": "adam" if isinstance(self._optimizer, th.optim.Adam) else "sgd",
+            "kp": self.kp,
+            "ki": self.ki,
+            "kd": self.kd,
+            "d_delay": self._cost_ema_history.maxlen,
+            "ema_alpha": self.ema_alpha,
+            "lambda_max": self.lambda_max,
+        }
 
     def update(self, episode_cost: float, cost_limit: float | None = None) -> float:
         """Update lambda from the mean episode cost J_c of the last rollout/epoch.
@@ -157,9 +169,7 @@ def make_lagrange_multiplier(
                 f"lagrangian_kwargs must not contain {reserved!r}: pass it as the algorithm's "
                 f"{'cost_limit' if reserved == 'cost_limit' else 'lagrangian_update'} argument"
             )
-    multiplier = LagrangeMultiplier(cost_limit, update_rule=lagrangian_update, **kwargs)
-    multiplier.settings = (lagrangian_update, dict(lagrangian_kwargs or {}))
-    return multiplier
+    return LagrangeMultiplier(cost_limit, update_rule=lagrangian_update, **kwargs)
 
 
 def multiplier_for_settings(
@@ -175,15 +185,12 @@ def multiplier_for_settings(
     :param cost_limit: the per-episode cost budget d
     :param lagrangian_update: the model's ``lagrangian_update`` now
     :param lagrangian_kwargs: the model's ``lagrangian_kwargs`` now
-    :return: ``multiplier`` itself when it was built from these settings (or from unknown ones); otherwise a
-        new multiplier built from them, starting at the current lambda unless they give ``initial_value``
+    :return: ``multiplier`` itself when it runs these settings; otherwise a new multiplier built from them,
+        starting at the current lambda unless they give ``initial_value``
     """
-    settings = (lagrangian_update, dict(lagrangian_kwargs))
-    built_from = getattr(multiplier, "settings", None)
-    if built_from is None or built_from == settings:
+    requested = make_lagrange_multiplier(cost_limit, lagrangian_update, lagrangian_kwargs)
+    if requested.settings() == multiplier.settings():
         return multiplier
-    rebuilt = make_lagrange_multiplier(
+    return make_lagrange_multiplier(
         cost_limit, lagrangian_update, {"initial_value": multiplier.value, **lagrangian_kwargs}
     )
-    rebuilt.settings = settings
-    return rebuilt

@@ -43,6 +43,15 @@ class SafetyStats:
         self.finished_costs: list[float] = []
         self.finished_lengths: list[int] = []
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Statistics saved before the episode lengths were kept (e.g. in a benchmark checkpoint) go on
+        # with lengths counted from the load.
+        self.__dict__.update(state)
+        if "episode_lengths" not in state:
+            self.current_lengths = np.zeros(len(self.current_costs), dtype=np.int64)
+            self.episode_lengths = deque(maxlen=self.episode_costs.maxlen)
+            self.finished_lengths = []
+
     def update(self, infos: Sequence[Mapping[str, Any]], dones: np.ndarray) -> np.ndarray:
         """Record one VecEnv step.
 

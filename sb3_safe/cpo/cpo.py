@@ -20,7 +20,6 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import explained_variance
 from torch import nn
-from torch.nn import functional as F
 
 from sb3_safe.common.on_policy_lagrangian import CostOnPolicyMixin, normalise_advantages
 from sb3_safe.ppo_lag.policies import CnnPolicy, CostActorCriticPolicy, MlpPolicy, MultiInputPolicy

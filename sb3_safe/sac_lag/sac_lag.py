@@ -14,7 +14,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import polyak_update
 
-from sb3_safe.common.action_spaces import check_continuous_action_space, sac_action_space_checked
+from sb3_safe.common.action_spaces import sac_action_space_checked
 from sb3_safe.common.cost import env_name
 from sb3_safe.common.lagrange import (
     LagrangeMultiplier,
@@ -206,7 +206,6 @@ class SACLag(SafetyStatsMixin, SAC):
         _init_setup_model: bool = True,
     ) -> None:
         self._check_safety_arguments(cost_limit, cost_gamma, n_steps, replay_buffer_class, multiplier_signal)
-        check_continuous_action_space(getattr(env, "action_space", None), "SACLag")
         with sac_action_space_checked(self, "SACLag"):
             super().__init__(
                 policy,
