@@ -24,6 +24,7 @@ The paper's MRCP thresholds τ did not survive in the appendix text; the default
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import time
 from pathlib import Path
@@ -170,18 +171,42 @@ def load_saved_runs(directories: list[Path], filename: str) -> tuple[Results, li
     return results, configs
 
 
+def settings_per_part(saved: dict[str, Any]) -> dict[str, str]:
+    """The ``--params`` of each algorithm and the MRCP threshold of each env that one output of this script ran
+    (none for an output that is itself a merge: its parts were checked when it was made)."""
+    config = saved["config"]
+    if isinstance(config, list):
+        return {}
+    given = ast.literal_eval(config.get("thresholds", "None"))
+    thresholds = DEFAULT_THRESHOLDS if given is None else dict(zip(ast.literal_eval(config["envs"]), given))
+    parts = {}
+    for env_id, per_algo in saved["runs"].items():
+        parts[f"MRCP threshold for {env_id}"] = str(thresholds[env_id])
+        for algo in per_algo:
+            parts[f"--params for {algo}"] = config.get("params", "[]")
+    return parts
+
+
 def merge_outputs(directories: list[Path]) -> tuple[Results, list[dict[str, str]]]:
     """The runs of several earlier outputs of this script (e.g. one per seed, run on different cores),
     combined per env and algorithm, and their configs.
 
-    :raises ValueError: if the outputs were made with different settings (episodes, model epochs, ``--params``,
-        threads, timed control steps, MRCP thresholds) or hold the same (env, algorithm, seed) twice
+    :raises ValueError: if the outputs were made with different settings (episodes, model epochs, threads,
+        timed control steps; ``--params`` for one algorithm, MRCP threshold for one env) or hold the same
+        (env, algorithm, seed) twice
     """
     results, configs = load_saved_runs(directories, "guss_benchmark.json")
-    for key in ("episodes", "model_epochs", "params", "threads", "speed_steps", "thresholds"):
+    for key in ("episodes", "model_epochs", "threads", "speed_steps"):
         values = {str(config.get(key)) for config in configs}
         if len(values) > 1:
             raise ValueError(f"cannot merge outputs made with different --{key.replace('_', '-')}: {sorted(values)}")
+    # --params may differ between algorithms (a GuSS variant merged with plain CEM runs) and thresholds
+    # between envs, but not within one algorithm or env.
+    seen: dict[str, str] = {}
+    for directory in directories:
+        for part, value in settings_per_part(json.loads((directory / "guss_benchmark.json").read_text())).items():
+            if seen.setdefault(part, value) != value:
+                raise ValueError(f"cannot merge outputs made with different {part}: {seen[part]} and {value}")
     for env_id, per_algo in results.items():
         for algo, runs in per_algo.items():
             seeds = [run["seed"] for run in runs]

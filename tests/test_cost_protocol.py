@@ -96,6 +96,13 @@ def make_locked_env() -> gym.Env:
     return CostWrapper(LockedEnv(), lambda obs, action, next_obs, info: 0.0)
 
 
+class DescribedEnv(LineEnv):
+    """An unregistered env with its own ``__str__``, which breaks the format of Gymnasium's wrapper strings."""
+
+    def __str__(self) -> str:
+        return "a line (level 2)"
+
+
 def test_env_name_of_a_subproc_vec_env_does_not_pickle_the_env():
     venv = SubprocVecEnv([make_locked_env], start_method="fork")
     try:
@@ -103,6 +110,8 @@ def test_env_name_of_a_subproc_vec_env_does_not_pickle_the_env():
     finally:
         venv.close()
     assert env_name(DummyVecEnv([make_locked_env])) == "LockedEnv"
+    # In-process sub-envs are named by their class, whatever their string.
+    assert env_name(DummyVecEnv([lambda: CostWrapper(DescribedEnv(), lambda *args: 0.0)])) == "DescribedEnv"
     assert env_name(make_vec_env("CartPole-v1", n_envs=1)) == "CartPole-v1"
 
 

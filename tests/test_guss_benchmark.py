@@ -24,7 +24,7 @@ def saved_output(directory: Path, algo: str, seed: int, mar: float, p_unsafe: fl
         "steps_per_cpu_s": 10.0 if algo == "guss" else 30.0,
         "metrics": {"mar": mar, "mrcp": 200.0, "p_unsafe": p_unsafe, "transient_p_unsafe": p_unsafe},
     }
-    config = {"episodes": str(episodes), "model_epochs": "None", "seeds": f"[{seed}]"}
+    config = {"episodes": str(episodes), "model_epochs": "None", "seeds": f"[{seed}]", "envs": "['SafePendulum-v0']"}
     directory.mkdir(parents=True)
     saved = {"config": config, "summary": {}, "runs": {"SafePendulum-v0": {algo: [run]}}}
     (directory / "guss_benchmark.json").write_text(json.dumps(saved))
@@ -61,19 +61,28 @@ def test_outputs_of_different_budgets_are_not_merged(tmp_path: Path) -> None:
         guss_benchmark.merge_outputs(folders)
 
 
-def test_outputs_of_other_params_or_the_same_seed_twice_are_not_merged(tmp_path: Path) -> None:
-    folders = [
-        saved_output(tmp_path / "a", "guss", 0, mar=-3.0, p_unsafe=1.0),
-        saved_output(tmp_path / "b", "guss", 1, mar=-2.0, p_unsafe=0.0),
-    ]
-    config_file = folders[1] / "guss_benchmark.json"
+def with_config(folder: Path, **config: str) -> Path:
+    config_file = folder / "guss_benchmark.json"
     saved = json.loads(config_file.read_text())
-    saved["config"]["params"] = "['mutation_sigma=0.5']"
+    saved["config"].update(config)
     config_file.write_text(json.dumps(saved))
-    with pytest.raises(ValueError, match="different --params"):
-        guss_benchmark.merge_outputs(folders)
-    twice = [folders[0], saved_output(tmp_path / "c", "guss", 0, mar=-2.0, p_unsafe=0.0)]
-    with pytest.raises(ValueError, match="the same run twice: SafePendulum-v0 guss seeds \\[0, 0\\]"):
+    return folder
+
+
+def test_outputs_of_other_params_for_one_algorithm_or_the_same_seed_twice_are_not_merged(tmp_path: Path) -> None:
+    sigma = "['mutation_sigma=0.5']"
+    guss_variant = with_config(saved_output(tmp_path / "a", "guss", 0, mar=-3.0, p_unsafe=1.0), params=sigma)
+    cem = saved_output(tmp_path / "c", "cem", 0, mar=-1.0, p_unsafe=4.0)
+    results, _ = guss_benchmark.merge_outputs([guss_variant, cem])  # a GuSS variant against plain CEM: fine
+    assert set(results["SafePendulum-v0"]) == {"guss", "cem"}
+    plain_guss = saved_output(tmp_path / "b", "guss", 1, mar=-2.0, p_unsafe=0.0)
+    with pytest.raises(ValueError, match="different --params for guss"):
+        guss_benchmark.merge_outputs([guss_variant, plain_guss])
+    other_threshold = with_config(saved_output(tmp_path / "d", "cem", 1, mar=-1.0, p_unsafe=4.0), thresholds="[-2.0]")
+    with pytest.raises(ValueError, match="different MRCP threshold for SafePendulum-v0"):
+        guss_benchmark.merge_outputs([cem, other_threshold])
+    twice = [cem, saved_output(tmp_path / "e", "cem", 0, mar=-2.0, p_unsafe=0.0)]
+    with pytest.raises(ValueError, match="the same run twice: SafePendulum-v0 cem seeds \\[0, 0\\]"):
         guss_benchmark.merge_outputs(twice)
 
 

@@ -134,6 +134,25 @@ def test_a_multiplier_is_kept_when_its_settings_are_asked_again_and_rebuilt_from
     assert multiplier_for_settings(multiplier, 1.0, "plain", {"lr": 0.1, "optimizer": "adam"}) is multiplier
     rebuilt = multiplier_for_settings(multiplier, 1.0, "pid", {"kp": 0.0, "ki": 0.5, "kd": 0.0})
     assert rebuilt.update_rule == "pid" and rebuilt.value == pytest.approx(multiplier.value)
+    assert multiplier_for_settings(rebuilt, 1.0, "pid", {"kp": 0.0, "ki": 0.5, "kd": 0.0}) is rebuilt  # a later load
     assert rebuilt.update(2.0) == pytest.approx(multiplier.value + 0.5)
     restarted = multiplier_for_settings(multiplier, 1.0, "plain", {"lr": 0.5, "initial_value": 0.0})
-    assert restarted.value == 0.0 and restarted.settings()[1]["lr"] == 0.5
+    assert restarted.value == 0.0 and restarted.configuration()[1]["lr"] == 0.5
+
+
+def test_a_multiplier_saved_by_an_earlier_version_is_kept_unless_its_settings_change() -> None:
+    # Saved before initial_value was kept (and by a version that stored a `settings` tuple on it).
+    multiplier = make_lagrange_multiplier(1.0, "plain", {"lr": 0.1})
+    multiplier.update(3.0)
+    del multiplier.initial_value
+    multiplier.settings = ("plain", {"lr": 0.1})
+    assert multiplier_for_settings(multiplier, 1.0, "plain", {"lr": 0.1}) is multiplier
+    assert multiplier_for_settings(multiplier, 1.0, "plain", {"lr": 0.1, "initial_value": 5.0}) is multiplier
+    assert multiplier_for_settings(multiplier, 1.0, "plain", {"lr": 0.2}).value == pytest.approx(multiplier.value)
+
+
+def test_a_new_initial_value_given_at_load_restarts_lambda_there() -> None:
+    multiplier = make_lagrange_multiplier(1.0, "plain", {})
+    multiplier.update(3.0)
+    assert multiplier_for_settings(multiplier, 1.0, "plain", {}) is multiplier
+    assert multiplier_for_settings(multiplier, 1.0, "plain", {"initial_value": 5.0}).value == 5.0

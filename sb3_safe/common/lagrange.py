@@ -67,6 +67,7 @@ class LagrangeMultiplier:
             raise ValueError(f"ema_alpha must be in [0, 1), got {ema_alpha}")
         self.cost_limit = float(cost_limit)
         self.update_rule = update_rule
+        self.initial_value = float(initial_value)
         self.lambda_max = float(lambda_max)
         self.kp, self.ki, self.kd = float(kp), float(ki), float(kd)
         self.ema_alpha = float(ema_alpha)
@@ -85,10 +86,12 @@ class LagrangeMultiplier:
         """The current multiplier lambda (>= 0)."""
         return self._value
 
-    def settings(self) -> tuple[str, dict[str, Any]]:
-        """The update rule and every constructor argument but ``cost_limit`` and ``initial_value``, as this
-        multiplier runs them (read from its state, so that one saved by any version can be compared)."""
+    def configuration(self) -> tuple[str, dict[str, Any]]:
+        """The update rule and every constructor argument but ``cost_limit``, as this multiplier runs them (read
+        from its state, so that one saved by an earlier version can be compared; ``initial_value`` is None for
+        one saved before it was kept)."""
         return self.update_rule, {
+            "initial_value": getattr(self, "initial_value", None),
             "lr": float(self._optimizer.param_groups[0]["lr"]),
             "optimizer": "adam" if isinstance(self._optimizer, th.optim.Adam) else "sgd",
             "kp": self.kp,
@@ -188,9 +191,17 @@ def multiplier_for_settings(
     :return: ``multiplier`` itself when it runs these settings; otherwise a new multiplier built from them,
         starting at the current lambda unless they give ``initial_value``
     """
-    requested = make_lagrange_multiplier(cost_limit, lagrangian_update, lagrangian_kwargs)
-    if requested.settings() == multiplier.settings():
+    as_requested = make_lagrange_multiplier(cost_limit, lagrangian_update, lagrangian_kwargs)
+    rule, saved = multiplier.configuration()
+    requested_rule, requested = as_requested.configuration()
+    if saved["initial_value"] is None:  # not kept by the version that saved it: nothing to compare with
+        requested["initial_value"] = None
+    if (rule, saved) == (requested_rule, requested):
         return multiplier
-    return make_lagrange_multiplier(
+    rebuilt = make_lagrange_multiplier(
         cost_limit, lagrangian_update, {"initial_value": multiplier.value, **lagrangian_kwargs}
     )
+    # The configured initial value, not the lambda it went on from, so that a later load with the same
+    # settings keeps this multiplier.
+    rebuilt.initial_value = as_requested.initial_value
+    return rebuilt
