@@ -172,18 +172,24 @@ def load_saved_runs(directories: list[Path], filename: str) -> tuple[Results, li
 
 
 def settings_per_part(saved: dict[str, Any]) -> dict[str, str]:
-    """The ``--params`` of each algorithm and the MRCP threshold of each env that one output of this script ran
-    (none for an output that is itself a merge: its parts were checked when it was made)."""
-    config = saved["config"]
-    if isinstance(config, list):
-        return {}
-    given = ast.literal_eval(config.get("thresholds", "None"))
-    thresholds = DEFAULT_THRESHOLDS if given is None else dict(zip(ast.literal_eval(config["envs"]), given))
-    parts = {}
-    for env_id, per_algo in saved["runs"].items():
-        parts[f"MRCP threshold for {env_id}"] = str(thresholds[env_id])
-        for algo in per_algo:
-            parts[f"--params for {algo}"] = config.get("params", "[]")
+    """The ``--params`` of each algorithm and the MRCP threshold of each env that an output of this script ran;
+    for an output that is itself a merge, those of each output it was made from (as its configs name them).
+
+    :raises ValueError: if the parts of a merged output already disagree
+    """
+    configs = saved["config"] if isinstance(saved["config"], list) else [saved["config"]]
+    parts: dict[str, str] = {}
+    for config in configs:
+        envs = ast.literal_eval(config["envs"])
+        given = ast.literal_eval(config.get("thresholds", "None"))
+        thresholds = DEFAULT_THRESHOLDS if given is None else dict(zip(envs, given))
+        algos = ast.literal_eval(config["algos"]) if "algos" in config else list(ALGOS)
+        for part, value in [
+            *((f"MRCP threshold for {env_id}", str(thresholds[env_id])) for env_id in envs),
+            *((f"--params for {algo}", config.get("params", "[]")) for algo in algos),
+        ]:
+            if parts.setdefault(part, value) != value:
+                raise ValueError(f"cannot merge outputs made with different {part}: {parts[part]} and {value}")
     return parts
 
 

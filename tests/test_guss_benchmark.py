@@ -24,7 +24,10 @@ def saved_output(directory: Path, algo: str, seed: int, mar: float, p_unsafe: fl
         "steps_per_cpu_s": 10.0 if algo == "guss" else 30.0,
         "metrics": {"mar": mar, "mrcp": 200.0, "p_unsafe": p_unsafe, "transient_p_unsafe": p_unsafe},
     }
-    config = {"episodes": str(episodes), "model_epochs": "None", "seeds": f"[{seed}]", "envs": "['SafePendulum-v0']"}
+    config = {
+        "episodes": str(episodes), "model_epochs": "None", "seeds": f"[{seed}]", "envs": "['SafePendulum-v0']",
+        "algos": f"['{algo}']",
+    }
     directory.mkdir(parents=True)
     saved = {"config": config, "summary": {}, "runs": {"SafePendulum-v0": {algo: [run]}}}
     (directory / "guss_benchmark.json").write_text(json.dumps(saved))
@@ -78,6 +81,11 @@ def test_outputs_of_other_params_for_one_algorithm_or_the_same_seed_twice_are_no
     plain_guss = saved_output(tmp_path / "b", "guss", 1, mar=-2.0, p_unsafe=0.0)
     with pytest.raises(ValueError, match="different --params for guss"):
         guss_benchmark.merge_outputs([guss_variant, plain_guss])
+    # Also when the variant comes inside an output that is itself a merge.
+    results, configs = guss_benchmark.merge_outputs([guss_variant, cem])
+    guss_benchmark.write_outputs(tmp_path / "merged", configs, results)
+    with pytest.raises(ValueError, match="different --params for guss"):
+        guss_benchmark.merge_outputs([tmp_path / "merged", plain_guss])
     other_threshold = with_config(saved_output(tmp_path / "d", "cem", 1, mar=-1.0, p_unsafe=4.0), thresholds="[-2.0]")
     with pytest.raises(ValueError, match="different MRCP threshold for SafePendulum-v0"):
         guss_benchmark.merge_outputs([cem, other_threshold])

@@ -140,19 +140,26 @@ def test_a_multiplier_is_kept_when_its_settings_are_asked_again_and_rebuilt_from
     assert restarted.value == 0.0 and restarted.configuration()[1]["lr"] == 0.5
 
 
-def test_a_multiplier_saved_by_an_earlier_version_is_kept_unless_its_settings_change() -> None:
+@pytest.mark.parametrize("update_rule", ["plain", "pid"])
+def test_a_multiplier_saved_by_an_earlier_version_is_kept_unless_its_settings_change(update_rule: str) -> None:
     # Saved before initial_value was kept (and by a version that stored a `settings` tuple on it).
-    multiplier = make_lagrange_multiplier(1.0, "plain", {"lr": 0.1})
+    multiplier = make_lagrange_multiplier(1.0, update_rule, {"lr": 0.1, "initial_value": 0.5})
     multiplier.update(3.0)
     del multiplier.initial_value
-    multiplier.settings = ("plain", {"lr": 0.1})
-    assert multiplier_for_settings(multiplier, 1.0, "plain", {"lr": 0.1}) is multiplier
-    assert multiplier_for_settings(multiplier, 1.0, "plain", {"lr": 0.1, "initial_value": 5.0}) is multiplier
-    assert multiplier_for_settings(multiplier, 1.0, "plain", {"lr": 0.2}).value == pytest.approx(multiplier.value)
+    multiplier.settings = (update_rule, {"lr": 0.1, "initial_value": 0.5})
+    assert multiplier_for_settings(multiplier, 1.0, update_rule, {"lr": 0.1, "initial_value": 0.5}) is multiplier
+    assert multiplier_for_settings(multiplier, 1.0, update_rule, {"lr": 0.2}).value == pytest.approx(multiplier.value)
+    # A new initial value: the plain rule's is known (its untouched PID integral), a PID multiplier's is not.
+    given = multiplier_for_settings(multiplier, 1.0, update_rule, {"lr": 0.1, "initial_value": 5.0})
+    assert given.value == 5.0 if update_rule == "plain" else given is multiplier
 
 
-def test_a_new_initial_value_given_at_load_restarts_lambda_there() -> None:
-    multiplier = make_lagrange_multiplier(1.0, "plain", {})
+def test_a_new_initial_value_given_at_load_restarts_lambda_there_and_an_unchanged_one_does_not() -> None:
+    multiplier = make_lagrange_multiplier(1.0, "plain", {"initial_value": 0.5})
     multiplier.update(3.0)
-    assert multiplier_for_settings(multiplier, 1.0, "plain", {}) is multiplier
+    assert multiplier_for_settings(multiplier, 1.0, "plain", {"initial_value": 0.5}) is multiplier
     assert multiplier_for_settings(multiplier, 1.0, "plain", {"initial_value": 5.0}).value == 5.0
+    # Another step size with the YAML's unchanged initial value (rl_zoo3 passes it again when training goes on).
+    assert multiplier_for_settings(multiplier, 1.0, "plain", {"initial_value": 0.5, "lr": 0.1}).value == pytest.approx(
+        multiplier.value
+    )

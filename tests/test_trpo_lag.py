@@ -118,6 +118,8 @@ def test_load_with_other_multiplier_settings_goes_on_from_the_saved_lambda(tmp_p
 
     kept = TRPOLag.load(tmp_path / "trpo_lag", env=make_env(), device="cpu")
     assert kept.lagrange_multiplier.update_rule == "plain" and kept.lagrange_value == pytest.approx(lam)
+    unset = TRPOLag.load(tmp_path / "trpo_lag", env=make_env(), device="cpu", lagrangian_kwargs=None)
+    assert unset.lagrange_value == pytest.approx(lam)
 
     pid = dict(kp=0.0, ki=0.5, kd=0.0)
     loaded = TRPOLag.load(

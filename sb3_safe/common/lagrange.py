@@ -86,12 +86,17 @@ class LagrangeMultiplier:
         """The current multiplier lambda (>= 0)."""
         return self._value
 
+    def _saved_initial_value(self) -> float | None:
+        """The initial value of a multiplier saved before it was kept: the plain rule never moves the PID
+        integral, which starts there; a PID multiplier has moved it, so its initial value is unknown."""
+        return self._integral if self.update_rule == "plain" else None
+
     def configuration(self) -> tuple[str, dict[str, Any]]:
         """The update rule and every constructor argument but ``cost_limit``, as this multiplier runs them (read
         from its state, so that one saved by an earlier version can be compared; ``initial_value`` is None for
-        one saved before it was kept)."""
+        a PID multiplier saved before it was kept)."""
         return self.update_rule, {
-            "initial_value": getattr(self, "initial_value", None),
+            "initial_value": getattr(self, "initial_value", self._saved_initial_value()),
             "lr": float(self._optimizer.param_groups[0]["lr"]),
             "optimizer": "adam" if isinstance(self._optimizer, th.optim.Adam) else "sgd",
             "kp": self.kp,
@@ -189,18 +194,20 @@ def multiplier_for_settings(
     :param lagrangian_update: the model's ``lagrangian_update`` now
     :param lagrangian_kwargs: the model's ``lagrangian_kwargs`` now
     :return: ``multiplier`` itself when it runs these settings; otherwise a new multiplier built from them,
-        starting at the current lambda unless they give ``initial_value``
+        starting at the current lambda, or at their ``initial_value`` when they give one that differs from
+        the saved multiplier's
     """
     as_requested = make_lagrange_multiplier(cost_limit, lagrangian_update, lagrangian_kwargs)
     rule, saved = multiplier.configuration()
     requested_rule, requested = as_requested.configuration()
-    if saved["initial_value"] is None:  # not kept by the version that saved it: nothing to compare with
-        requested["initial_value"] = None
+    if saved["initial_value"] is None or "initial_value" not in lagrangian_kwargs:
+        # Not known for what was saved, or not asked for: not compared.
+        requested["initial_value"] = saved["initial_value"]
     if (rule, saved) == (requested_rule, requested):
         return multiplier
-    rebuilt = make_lagrange_multiplier(
-        cost_limit, lagrangian_update, {"initial_value": multiplier.value, **lagrangian_kwargs}
-    )
+    restart = requested["initial_value"] != saved["initial_value"]
+    start = as_requested.initial_value if restart else multiplier.value
+    rebuilt = make_lagrange_multiplier(cost_limit, lagrangian_update, {**lagrangian_kwargs, "initial_value": start})
     # The configured initial value, not the lambda it went on from, so that a later load with the same
     # settings keeps this multiplier.
     rebuilt.initial_value = as_requested.initial_value

@@ -379,8 +379,8 @@ class LagrangianMixin(CostOnPolicyMixin):
     The multiplier is built in ``__init__`` (not in ``_setup_model``) so that SB3's ``load``,
     which restores the pickled attributes and then calls ``_setup_model``, keeps the saved lambda.
     ``load(..., lagrangian_update=..., lagrangian_kwargs=...)`` with other settings than the saved ones
-    replaces it by a multiplier of those settings that starts at the saved lambda
-    (:func:`~sb3_safe.common.lagrange.multiplier_for_settings`).
+    replaces it by a multiplier of those settings that starts at the saved lambda, or at a new
+    ``initial_value`` given there (:func:`~sb3_safe.common.lagrange.multiplier_for_settings`).
     """
 
     lagrange_multiplier: LagrangeMultiplier
@@ -392,6 +392,7 @@ class LagrangianMixin(CostOnPolicyMixin):
 
     def _setup_model(self) -> None:
         super()._setup_model()
+        self.lagrangian_kwargs = dict(self.lagrangian_kwargs or {})
         self.lagrange_multiplier = multiplier_for_settings(
             self.lagrange_multiplier, self.cost_limit, self.lagrangian_update, self.lagrangian_kwargs
         )

@@ -41,8 +41,9 @@ class CPOCase(IntEnum):
     TRUST_REGION_FEASIBLE = 3
     """c < 0 and the whole trust region is feasible: plain TRPO step."""
     NO_COST_GRADIENT = 4
-    """b ~ 0 and c < 0 (or no episode cost estimate yet): plain TRPO step. (b ~ 0 with c >= 0 has no cost-lowering
-    direction: it lands in the cases above with a step of about zero, as in Achiam's reference code.)"""
+    """b ~ 0 and c < 0 (or no episode cost estimate yet): plain TRPO step. (b ~ 0 with c > 0 has no cost-lowering
+    direction and lands in INFEASIBLE with a step of about zero, as in Achiam's reference code; c = 0 lands in
+    BOUNDARY_INFEASIBLE with a plain TRPO step.)"""
 
 
 class CPOStep(NamedTuple):

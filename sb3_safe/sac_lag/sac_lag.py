@@ -282,7 +282,7 @@ class SACLag(SafetyStatsMixin, SAC):
         env_id = "env" if self.env is None else env_name(self.env)
         self.replay_buffer_kwargs.setdefault("env_id", env_id)
         super()._setup_model()
-        self.lagrangian_kwargs = {"lr": self.DEFAULT_LAGRANGIAN_LR, **self.lagrangian_kwargs}
+        self.lagrangian_kwargs = {"lr": self.DEFAULT_LAGRANGIAN_LR, **(self.lagrangian_kwargs or {})}
         self.lagrange_multiplier = multiplier_for_settings(
             self.lagrange_multiplier, self.cost_limit, self.lagrangian_update, self.lagrangian_kwargs
         )
