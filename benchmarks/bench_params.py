@@ -18,5 +18,21 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"--params takes KEY=VALUE pairs, got {pair!r}")
-        overrides[key] = yaml.safe_load(value)
+        overrides[key] = with_exponent_floats(yaml.safe_load(value))
     return overrides
+
+
+def with_exponent_floats(value: Any) -> Any:
+    """``value`` with the strings that are numbers in exponent notation without a dot (``3e-4``, ``1e5``,
+    which YAML 1.1 reads as strings) turned into floats, also inside mappings and lists, as
+    ``rl_zoo3.train -params`` (which evaluates its values) would have them."""
+    if isinstance(value, dict):
+        return {key: with_exponent_floats(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [with_exponent_floats(item) for item in value]
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value

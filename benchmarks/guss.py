@@ -202,10 +202,7 @@ def merge_outputs(directories: list[Path]) -> tuple[Results, list[dict[str, str]
         (env, algorithm, seed) twice
     """
     results, configs = load_saved_runs(directories, "guss_benchmark.json")
-    for key in ("episodes", "model_epochs", "threads", "speed_steps"):
-        values = {str(config.get(key)) for config in configs}
-        if len(values) > 1:
-            raise ValueError(f"cannot merge outputs made with different --{key.replace('_', '-')}: {sorted(values)}")
+    check_mergeable(results, configs, ("episodes", "model_epochs", "threads", "speed_steps"))
     # --params may differ between algorithms (a GuSS variant merged with plain CEM runs) and thresholds
     # between envs, but not within one algorithm or env.
     seen: dict[str, str] = {}
@@ -213,12 +210,26 @@ def merge_outputs(directories: list[Path]) -> tuple[Results, list[dict[str, str]
         for part, value in settings_per_part(json.loads((directory / "guss_benchmark.json").read_text())).items():
             if seen.setdefault(part, value) != value:
                 raise ValueError(f"cannot merge outputs made with different {part}: {seen[part]} and {value}")
+    return results, configs
+
+
+def check_mergeable(results: Results, configs: list[dict[str, str]], same_keys: tuple[str, ...]) -> None:
+    """Refuse merged outputs made with different values of ``same_keys`` or holding a run twice.
+
+    :param results: the combined runs per env and algorithm (or variant label)
+    :param configs: the configs of the outputs combined
+    :param same_keys: config keys that must agree
+    :raises ValueError: naming the setting or the repeated runs
+    """
+    for key in same_keys:
+        values = {str(config.get(key)) for config in configs}
+        if len(values) > 1:
+            raise ValueError(f"cannot merge outputs made with different --{key.replace('_', '-')}: {sorted(values)}")
     for env_id, per_algo in results.items():
         for algo, runs in per_algo.items():
             seeds = [run["seed"] for run in runs]
             if len(seeds) != len(set(seeds)):
                 raise ValueError(f"cannot merge outputs holding the same run twice: {env_id} {algo} seeds {sorted(seeds)}")
-    return results, configs
 
 
 def print_table(summary: dict[str, dict[str, Any]]) -> None:

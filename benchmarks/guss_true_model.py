@@ -30,7 +30,7 @@ import numpy as np
 import torch as th
 from bench_params import parse_overrides
 from bench_plots import saved_figure
-from guss import ALGOS, EPISODE_LENGTH, add_planner_run_arguments, algo_kwargs, load_saved_runs
+from guss import ALGOS, EPISODE_LENGTH, add_planner_run_arguments, algo_kwargs, check_mergeable, load_saved_runs
 
 import sb3_safe  # noqa: F401 - registers the envs
 from sb3_safe.envs.exact_models import EXACT_MODELS
@@ -139,6 +139,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.merge is not None:
         runs, configs = load_saved_runs(args.merge, "guss_true_model.json")
+        check_mergeable(runs, configs, ("episodes",))
         write_outputs(args.out, configs, runs)
         return
     if args.label is not None and len(args.algos) != 1:

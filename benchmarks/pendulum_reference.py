@@ -8,10 +8,10 @@ measures two energy-based swing-up controllers that know the true dynamics (Gymn
 * ``direct``: pumps energy in whichever direction the pendulum moves and catches it at the top,
   the unconstrained swing-up; it crosses the unsafe band [20, 30] degrees whenever it arrives from
   the positive side;
-* ``safe``: the same, but while the pendulum moves towards the top on the positive side
-  (theta > 0, theta' < 0) it only pumps up to the energy of a turning point at 35 degrees, so it
-  comes back down and swings up on the negative side; only starts inside or just above the band can
-  still cost a few steps.
+* ``safe``: the same, but whenever theta' < 0 (on either side: the pole will next rise on the
+  positive side, where the band is) it only pumps up to the energy of a turning point at 35 degrees,
+  so it comes back down and swings up on the negative side; only starts inside or just above the band
+  can still cost a few steps.
 
 Both catch the pole with a PD law below 17 degrees. The ``safe`` controller's return is a lower bound
 on the best return achievable under a cost limit at or above its own episode cost (a learned

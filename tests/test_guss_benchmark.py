@@ -101,3 +101,6 @@ def test_params_override_the_yaml_with_typed_values() -> None:
     assert kwargs["n_warm_start"] == 0 and kwargs["model_epochs"] == 7 and kwargs["n_policies"] == 100
     with pytest.raises(ValueError, match="KEY=VALUE"):
         guss_benchmark.parse_overrides(["n_warm_start"])
+    # YAML 1.1 reads 3e-4 (no dot) as a string; rl_zoo3's -params would give a float.
+    exponents = guss_benchmark.parse_overrides(["learning_rate=3e-4", "lagrangian_kwargs={lr: 1e-2}", "schedule=lin_1e-3"])
+    assert exponents == {"learning_rate": 3e-4, "lagrangian_kwargs": {"lr": 1e-2}, "schedule": "lin_1e-3"}

@@ -47,11 +47,17 @@ def test_script_plays_real_episodes_and_merges(tmp_path: Path, monkeypatch: pyte
     assert len(record["episode_returns"]) == 1 and record["episode_returns"][0] < 0
     assert 0 <= record["episode_unsafe_steps"][0] <= true_model_benchmark.EPISODE_LENGTH
     assert (tmp_path / "a" / "guss_true_model.png").stat().st_size > 0
-    monkeypatch.setattr(sys, "argv", ["guss_true_model.py", "--merge", str(tmp_path / "a"), str(tmp_path / "a"),
+    monkeypatch.setattr(sys, "argv", [*argv[:6], "1", *argv[7:-1], str(tmp_path / "b")])  # seed 1 into b
+    true_model_benchmark.main()
+    monkeypatch.setattr(sys, "argv", ["guss_true_model.py", "--merge", str(tmp_path / "a"), str(tmp_path / "b"),
                                       "--out", str(tmp_path / "m")])
     true_model_benchmark.main()
     merged = json.loads((tmp_path / "m" / "guss_true_model.json").read_text())
-    assert len(merged["runs"]["SafePendulum-v0"]["rs_20"]) == 2
+    assert [run["seed"] for run in merged["runs"]["SafePendulum-v0"]["rs_20"]] == [0, 1]
+    monkeypatch.setattr(sys, "argv", ["guss_true_model.py", "--merge", str(tmp_path / "a"), str(tmp_path / "a"),
+                                      "--out", str(tmp_path / "twice")])
+    with pytest.raises(ValueError, match="the same run twice"):
+        true_model_benchmark.main()
 
 
 def test_a_label_needs_a_single_planner(monkeypatch: pytest.MonkeyPatch) -> None:
