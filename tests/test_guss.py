@@ -257,20 +257,24 @@ def test_guss_with_true_dynamics_reaches_the_goal_around_the_hazard_where_rs_and
         assert np.linalg.norm(position - GOAL) < 0.3
 
 
-def test_discrete_planners_return_valid_actions() -> None:
+@pytest.mark.parametrize("seed", range(3))
+def test_discrete_planners_advance_into_the_cost_only_when_they_ignore_it(seed: int) -> None:
+    # Action 0 advances o by 1 and the reward is o, so advancing pays; from o = 1 any advance is unsafe (o > 1.5).
     evaluator = RolloutEvaluator(
-        type("M", (), {"step": lambda self, o, a: (o + (a[:, None] == 0), -np.abs(o[:, 0] - 1), None)})(),
+        type("M", (), {"step": lambda self, o, a: (o + (a[:, None] == 0), o[:, 0] + (a == 0), None)})(),
         horizon=4,
-        cost_fn=lambda o: o[:, 0] > 5,
+        cost_fn=lambda o: o[:, 0] > 1.5,
     )
     space = spaces.Discrete(3)
-    start = np.zeros(1, np.float32)
-    for planner in (
-        RandomShootingPlanner(evaluator, space, 20, safe=True, seed=0),
-        CEMPlanner(evaluator, space, 10, 3, 2, robust=True, seed=0),
+    start = np.ones(1, np.float32)
+    for planner, safe in (
+        (RandomShootingPlanner(evaluator, space, 20, safe=False, seed=seed), False),
+        (CEMPlanner(evaluator, space, 10, 3, 2, robust=False, seed=seed), False),
+        (RandomShootingPlanner(evaluator, space, 20, safe=True, seed=seed), True),
+        (CEMPlanner(evaluator, space, 10, 3, 2, robust=True, seed=seed), True),
     ):
         action = planner.plan(start)
-        assert action.shape == () and 0 <= int(action) < 3
+        assert action.shape == () and (int(action) != 0) == safe
 
 
 def test_cem_warm_start_shifts_the_gaussian_and_restarts_categoricals_from_uniform() -> None:
@@ -416,11 +420,22 @@ def test_guss_on_safe_acrobot_plans_discrete_actions_with_its_descriptor(tmp_pat
     assert not loaded.normalize_policy_inputs and (loaded.policy.planner.policies.obs_scale == 1.0).all()
 
 
+class CostOnlyNavEnv(PointNavEnv):
+    """PointNavEnv with its costs in ``info["cost"]`` only: no ``is_unsafe`` predicate to plan with."""
+
+    is_unsafe = None
+
+
 def test_learned_cost_head_needs_no_predicate_and_load_without_env_rebuilds_the_predicate(tmp_path: Path) -> None:
-    model = GuSS("MlpPolicy", "SafePendulum-v0", seed=0, cost_source="learned", cost_tolerance=0.1, **TINY_GUSS)
-    assert model.policy.dynamics.predict_cost
-    model.learn(200)
-    model.predict(np.array([1.0, 0.0, 0.0], np.float32))
+    with pytest.raises(ValueError, match="is_unsafe"):
+        GuSS("MlpPolicy", CostOnlyNavEnv(length=20), descriptor=final_position, descriptor_bounds=([-3, -3], [3, 3]),
+             **TINY_GUSS)
+    model = GuSS("MlpPolicy", CostOnlyNavEnv(length=20), seed=0, cost_source="learned", cost_tolerance=0.1,
+                 descriptor=final_position, descriptor_bounds=([-3, -3], [3, 3]), **TINY_GUSS)
+    assert model.policy.dynamics.predict_cost and model.policy.planner.evaluator.cost_fn is None
+    model.learn(40)
+    assert [record["planned"] for record in model.training_log] == [0.0, 1.0]
+    assert model.policy.planner.evaluator.cost_fn is None  # the learned head's costs, not a predicate
 
     env_model = GuSS("MlpPolicy", "SafePendulum-v0", seed=0, **TINY_GUSS)
     env_model.save(tmp_path / "pendulum")

@@ -104,7 +104,7 @@ def test_dmdn_is_not_autoregressive_and_learned_cost_head() -> None:
         model.fit(obs, actions, next_obs, rewards, optimizer, epochs=1)
     model.fit(obs, actions, next_obs, rewards, optimizer, costs=(obs[:, 0] > 0).astype(np.float32), epochs=2)
     _, _, costs = model.numpy_step(obs[:5], actions[:5])
-    assert costs is not None and (costs >= 0).all()
+    assert costs is not None and costs.shape == (5,)  # what the head learns: test_learned_step_costs_...
 
 
 def test_learned_step_costs_are_whole_numbers_and_zero_without_violations() -> None:

@@ -60,14 +60,27 @@ def test_callback_counts_known_costs_and_shield_interventions(tmp_path):
         def predict(self, *args, **kwargs):
             return np.ones((1, 1), np.float32), None
 
-    model = PPO("MlpPolicy", env, n_steps=40, batch_size=40, n_epochs=1, seed=0)
+    def always_right(action: np.ndarray) -> np.ndarray:
+        return np.ones_like(action)
+
+    # The agent's actions are replaced by +1 before the shield sees them, so its decisions are known.
+    pushed_right = make_vec_env(
+        lambda: gym.wrappers.TransformAction(
+            SafetyShield(CostWrapper(LineEnv(length=20), right_of_three), FunctionShield(block_beyond_five)),
+            always_right,
+            None,
+        ),
+        n_envs=1,
+    )
+    model = PPO("MlpPolicy", pushed_right, n_steps=40, batch_size=40, n_epochs=1, seed=0)
     model.set_logger(configure(str(tmp_path), ["csv"]))
     callback = SafetyMetricsCallback()
     model.learn(40, callback=callback)
     assert callback.stats.total_steps == 40
     assert "safety/shield_interventions" in read_csv_keys(tmp_path)
-    # Mean costs are bounded by the shield: x never exceeds 5, so a step costs at most when x in {4, 5}.
-    assert all(cost <= 20 for cost in callback.stats.episode_costs)
+    # x = 1, 2, 3, 4, 5, then the shield blocks the 15 proposals from x = 5 in each of the two episodes.
+    assert callback.stats.shield_interventions == 30 and callback.stats.shielded_steps == 40
+    assert list(callback.stats.episode_costs) == [17.0, 17.0]
     returns, lengths, costs, violations = evaluate_safe_policy(AlwaysRight("MlpPolicy", env), env, 2, return_episode_rewards=True)
     # Proposed +1 each step; the shield stops the walk at x = 5: x = 1, 2, 3, 4, 5, 5, ..., 5.
     assert lengths == [20, 20]

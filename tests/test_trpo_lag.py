@@ -37,9 +37,28 @@ def test_learns_to_respect_the_budget_and_improves_return() -> None:
     assert mean_episode_return(model) > 6.3
 
 
-def test_lagrangian_advantage_is_written_before_the_trust_region_step() -> None:
+def test_lagrangian_advantage_is_written_before_the_trust_region_step(monkeypatch: pytest.MonkeyPatch) -> None:
     model = small_trpo_lag(make_env(), n_steps=16, batch_size=16)
-    model.learn(32)
+    advantages_seen_by_the_step = []
+    trpo_policy_step = model._trpo_policy_step
+
+    def recording_step() -> None:
+        advantages_seen_by_the_step.append(model.rollout_buffer.advantages.copy())
+        trpo_policy_step()
+
+    monkeypatch.setattr(model, "_trpo_policy_step", recording_step)
+    written = []
+    write = model._write_lagrangian_advantages
+
+    def recording_write(lam: float) -> None:
+        write(lam)
+        written.append(model.rollout_buffer.advantages.copy())
+
+    monkeypatch.setattr(model, "_write_lagrangian_advantages", recording_write)
+    model.learn(64)
+    assert len(advantages_seen_by_the_step) == len(written) == 2
+    for seen, lagrangian in zip(advantages_seen_by_the_step, written, strict=True):
+        np.testing.assert_array_equal(seen, lagrangian)
     buffer = model.rollout_buffer
     # After train(), the buffer's advantages are the Lagrangian ones: (A_r - lam A_c) / (1 + lam), normalised.
     buffer.reset()
