@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
+
+# A number in exponent notation without a dot, which YAML 1.1 reads as a string.
+EXPONENT_NUMBER = re.compile(r"[-+]?\d+[eE][-+]?\d+")
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -25,14 +29,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 def with_exponent_floats(value: Any) -> Any:
     """``value`` with the strings that are numbers in exponent notation without a dot (``3e-4``, ``1e5``,
     which YAML 1.1 reads as strings) turned into floats, also inside mappings and lists, as
-    ``rl_zoo3.train -params`` (which evaluates its values) would have them."""
+    ``rl_zoo3.train -params`` (which evaluates its values) would have them; other strings stay strings."""
     if isinstance(value, dict):
         return {key: with_exponent_floats(item) for key, item in value.items()}
     if isinstance(value, list):
         return [with_exponent_floats(item) for item in value]
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
+    if isinstance(value, str) and EXPONENT_NUMBER.fullmatch(value):
+        return float(value)
     return value

@@ -104,3 +104,4 @@ def test_params_override_the_yaml_with_typed_values() -> None:
     # YAML 1.1 reads 3e-4 (no dot) as a string; rl_zoo3's -params would give a float.
     exponents = guss_benchmark.parse_overrides(["learning_rate=3e-4", "lagrangian_kwargs={lr: 1e-2}", "schedule=lin_1e-3"])
     assert exponents == {"learning_rate": 3e-4, "lagrangian_kwargs": {"lr": 1e-2}, "schedule": "lin_1e-3"}
+    assert guss_benchmark.parse_overrides(["label='7'", "mode=nan"]) == {"label": "7", "mode": "nan"}

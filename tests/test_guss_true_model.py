@@ -58,6 +58,12 @@ def test_script_plays_real_episodes_and_merges(tmp_path: Path, monkeypatch: pyte
                                       "--out", str(tmp_path / "twice")])
     with pytest.raises(ValueError, match="the same run twice"):
         true_model_benchmark.main()
+    monkeypatch.setattr(sys, "argv", [*argv[:6], "2", *argv[7:10], "n_sequences=30", *argv[11:-1], str(tmp_path / "c")])
+    true_model_benchmark.main()  # seed 2 of rs_20 with other --params
+    monkeypatch.setattr(sys, "argv", ["guss_true_model.py", "--merge", str(tmp_path / "a"), str(tmp_path / "c"),
+                                      "--out", str(tmp_path / "mixed")])
+    with pytest.raises(ValueError, match="different --params for rs_20"):
+        true_model_benchmark.main()
 
 
 def test_a_label_needs_a_single_planner(monkeypatch: pytest.MonkeyPatch) -> None:

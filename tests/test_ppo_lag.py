@@ -235,7 +235,7 @@ def test_dict_observations_and_pid_multiplier_run() -> None:
     )
     assert isinstance(model.rollout_buffer, CostDictRolloutBuffer)
     model.learn(256)
-    # Every episode costs more than 0.5, so the PID integral term has pushed lambda up from its 0.001.
+    # Every episode costs more than 0.5, so the PID update has pushed lambda up from its 0.001.
     assert model.lagrange_value > 0.01
 
 

@@ -423,8 +423,19 @@ def test_learned_predicate_on_an_env_with_only_violation_infos(monkeypatch: pyte
 
     monkeypatch.setattr(smbpo_module, "fit_ensemble", recording_fit)
     model = SMBPO("MlpPolicy", env, unsafe_predicate="learned", violation_threshold=0.5, **TINY)
+    rollout_flags: list[tuple[th.Tensor, th.Tensor]] = []
+    predict_unsafe = model._predict_unsafe
+
+    def recording_predict_unsafe(next_obs: th.Tensor, violation_prob: th.Tensor | None) -> th.Tensor:
+        assert violation_prob is not None  # the rollouts take the classifier's probabilities
+        flags = predict_unsafe(next_obs, violation_prob)
+        rollout_flags.append((violation_prob.clone(), flags.clone()))
+        return flags
+
+    monkeypatch.setattr(model, "_predict_unsafe", recording_predict_unsafe)
     writer = capture_logger(model)
     model.learn(250, log_interval=1)
+    assert rollout_flags and all(th.equal(flags, prob > 0.5) for prob, flags in rollout_flags)
     assert model.dynamics.has_violation_head
     assert model.safety_stats.violations_total > 0
     assert "rollout/model_violation_rate" in writer.keys
