@@ -173,10 +173,12 @@ def test_bad_inputs_give_clear_errors() -> None:
         model.learn(128)
 
 
-def test_box_actions_run() -> None:
+def test_box_actions_take_constrained_steps() -> None:
     model = small_cpo(make_env(continuous=True))
+    before = [param.detach().clone() for param in model._actor_parameters()]
     model.learn(256)
-    assert model.logger.name_to_value["train/cpo_case"] in {int(case) for case in CPOCase}
+    assert model.logger.name_to_value["train/is_line_search_success"] == 1.0
+    assert any(not th.equal(old, new) for old, new in zip(before, model._actor_parameters(), strict=True))
 
 
 def test_logger_keys(tmp_path: Path) -> None:

@@ -160,10 +160,15 @@ def test_bad_inputs_give_clear_errors() -> None:
 
 
 @pytest.mark.parametrize("continuous", [False, True])
-def test_discrete_and_box_actions_run(continuous: bool) -> None:
+def test_discrete_and_box_actions_update_policy_critic_and_multiplier(continuous: bool) -> None:
     model = small_trpo_lag(make_env(continuous=continuous), policy_kwargs=dict(cost_value_head="shared"))
+    actor_before = [param.detach().clone() for param in model._actor_parameters()]
+    cost_head_before = model.policy.cost_value_net.weight.detach().clone()
     model.learn(256)
     assert np.isfinite(model.logger.name_to_value["train/cost_value_loss"])
+    assert any(not th.equal(old, new) for old, new in zip(actor_before, model._actor_parameters(), strict=True))
+    assert not th.equal(model.policy.cost_value_net.weight, cost_head_before)
+    assert model.lagrange_value > 0.001  # the episodes cost more than the budget
 
 
 def test_logger_keys(tmp_path: Path) -> None:
