@@ -171,28 +171,6 @@ def load_saved_runs(directories: list[Path], filename: str) -> tuple[Results, li
     return results, configs
 
 
-def settings_per_part(saved: dict[str, Any]) -> dict[str, str]:
-    """The ``--params`` of each algorithm and the MRCP threshold of each env that an output of this script ran;
-    for an output that is itself a merge, those of each output it was made from (as its configs name them).
-
-    :raises ValueError: if the parts of a merged output already disagree
-    """
-    configs = saved["config"] if isinstance(saved["config"], list) else [saved["config"]]
-    parts: dict[str, str] = {}
-    for config in configs:
-        envs = ast.literal_eval(config["envs"])
-        given = ast.literal_eval(config.get("thresholds", "None"))
-        thresholds = DEFAULT_THRESHOLDS if given is None else dict(zip(envs, given))
-        algos = ast.literal_eval(config["algos"]) if "algos" in config else list(ALGOS)
-        for part, value in [
-            *((f"MRCP threshold for {env_id}", str(thresholds[env_id])) for env_id in envs),
-            *((f"--params for {algo}", config.get("params", "[]")) for algo in algos),
-        ]:
-            if parts.setdefault(part, value) != value:
-                raise ValueError(f"cannot merge outputs made with different {part}: {parts[part]} and {value}")
-    return parts
-
-
 def merge_outputs(directories: list[Path]) -> tuple[Results, list[dict[str, str]]]:
     """The runs of several earlier outputs of this script (e.g. one per seed, run on different cores),
     combined per env and algorithm, and their configs.
@@ -203,33 +181,51 @@ def merge_outputs(directories: list[Path]) -> tuple[Results, list[dict[str, str]
     """
     results, configs = load_saved_runs(directories, "guss_benchmark.json")
     check_mergeable(results, configs, ("episodes", "model_epochs", "threads", "speed_steps"))
-    # --params may differ between algorithms (a GuSS variant merged with plain CEM runs) and thresholds
-    # between envs, but not within one algorithm or env.
-    seen: dict[str, str] = {}
-    for directory in directories:
-        for part, value in settings_per_part(json.loads((directory / "guss_benchmark.json").read_text())).items():
-            if seen.setdefault(part, value) != value:
-                raise ValueError(f"cannot merge outputs made with different {part}: {seen[part]} and {value}")
     return results, configs
 
 
 def check_mergeable(results: Results, configs: list[dict[str, str]], same_keys: tuple[str, ...]) -> None:
-    """Refuse merged outputs made with different values of ``same_keys`` or holding a run twice.
+    """Refuse merged outputs made with different settings or holding a run twice.
 
     :param results: the combined runs per env and algorithm (or variant label)
-    :param configs: the configs of the outputs combined
-    :param same_keys: config keys that must agree
+    :param configs: the configs of the outputs combined (an output that is itself a merge brings the configs
+        of the outputs it was made from)
+    :param same_keys: config keys that must agree across all outputs
     :raises ValueError: naming the setting or the repeated runs
     """
     for key in same_keys:
         values = {str(config.get(key)) for config in configs}
         if len(values) > 1:
             raise ValueError(f"cannot merge outputs made with different --{key.replace('_', '-')}: {sorted(values)}")
+    # --params may differ between variants (a GuSS variant merged with plain CEM runs) and MRCP thresholds
+    # between envs, but not within one variant or env.
+    seen: dict[str, str] = {}
+    for config in configs:
+        for part, value in settings_per_part(config):
+            if seen.setdefault(part, value) != value:
+                raise ValueError(f"cannot merge outputs made with different {part}: {seen[part]} and {value}")
     for env_id, per_algo in results.items():
         for algo, runs in per_algo.items():
             seeds = [run["seed"] for run in runs]
             if len(seeds) != len(set(seeds)):
                 raise ValueError(f"cannot merge outputs holding the same run twice: {env_id} {algo} seeds {sorted(seeds)}")
+
+
+def settings_per_part(config: dict[str, str]) -> list[tuple[str, str]]:
+    """The MRCP threshold of each env and the ``--params`` of each variant (``--label``, else each planner of
+    ``--algos``) of one output's config, as (part, value) pairs."""
+    envs = ast.literal_eval(config["envs"])
+    given = ast.literal_eval(config.get("thresholds", "None"))
+    thresholds = DEFAULT_THRESHOLDS if given is None else dict(zip(envs, given))
+    label = config.get("label", "None")
+    if label != "None":  # a variant of benchmarks/guss_true_model.py
+        variants = [label]
+    else:
+        variants = ast.literal_eval(config["algos"]) if "algos" in config else list(ALGOS)
+    return [
+        *((f"MRCP threshold for {env_id}", str(thresholds[env_id])) for env_id in envs),
+        *((f"--params for {variant}", config.get("params", "[]")) for variant in variants),
+    ]
 
 
 def print_table(summary: dict[str, dict[str, Any]]) -> None:

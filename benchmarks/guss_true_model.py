@@ -20,7 +20,6 @@ names the variant in the outputs (e.g. ``--algos rcem --params horizon=30 --labe
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import time
 from pathlib import Path
@@ -132,20 +131,6 @@ def write_outputs(out: Path, configs: list[Any], runs: dict[str, Any]) -> dict[s
     return summary
 
 
-def check_params_per_variant(configs: list[dict[str, str]]) -> None:
-    """Refuse merged outputs whose runs of one variant (``--label``, else the planner) had other ``--params``.
-
-    :raises ValueError: naming the variant and the two settings
-    """
-    seen: dict[str, str] = {}
-    for config in configs:
-        label = config.get("label", "None")
-        for variant in ast.literal_eval(config["algos"]) if label == "None" else [label]:
-            params = config.get("params", "[]")
-            if seen.setdefault(variant, params) != params:
-                raise ValueError(f"cannot merge outputs made with different --params for {variant}: {seen[variant]} and {params}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_planner_run_arguments(parser, "real episodes per (planner, seed)")
@@ -155,7 +140,6 @@ def main() -> None:
     if args.merge is not None:
         runs, configs = load_saved_runs(args.merge, "guss_true_model.json")
         check_mergeable(runs, configs, ("episodes",))
-        check_params_per_variant(configs)
         write_outputs(args.out, configs, runs)
         return
     if args.label is not None and len(args.algos) != 1:
