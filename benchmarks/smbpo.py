@@ -423,7 +423,8 @@ def algorithm_result(algo: str, args: argparse.Namespace, peak: float, peak_bf16
 
 
 def smbpo_settings(model: SMBPO) -> dict[str, Any]:
-    """SMBPO's speed settings as the run ended (a resumed run may have changed some), for the result."""
+    """SMBPO's own settings that the shared ``run`` entry leaves out (its speed options and its policy learning
+    rate), as the run ended (a resumed run may have changed some), for the result."""
     names = ("model_precision", "rollout_freq", "fused_sac_update", "background_model_fit", "actor_learning_rate")
     return {name: getattr(model, name) for name in names}
 
@@ -497,7 +498,7 @@ def main() -> None:
     parser.add_argument("--gradient-steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--buffer-size", type=int, default=1_000_000,
-                        help="real replay buffer capacity of both algorithms (paper: 1e6); a resumed run keeps its checkpoint's")
+                        help="real replay buffer capacity of both algorithms (paper: 1e6); a resumed run must give its checkpoint's")
     parser.add_argument("--target-entropy", type=float, default=-1.0, help="paper: hopper -1")
     parser.add_argument("--rollout-batch-size", type=int, default=100)
     parser.add_argument("--rollout-horizon", type=int, default=10)
