@@ -197,6 +197,8 @@ class RunResult:
     episode_costs: list[float] = field(default_factory=list)
     violation_steps: list[int] = field(default_factory=list)
     cumulative_violations: list[int] = field(default_factory=list)
+    lambdas: list[float | None] = field(default_factory=list)
+    reward_scales: list[float | None] = field(default_factory=list)
 
 
 class SafetyTraceCallback(BaseCallback):
@@ -205,7 +207,11 @@ class SafetyTraceCallback(BaseCallback):
     It reads costs through the cost protocol, so it works the same for the unconstrained parents
     (which ignore the cost) and for the Lagrangian algorithms.
 
-    :param record_every: store the cumulative violation count every this many calls
+    At the same steps it stores lambda (None for a parent) and the divisor by which ``VecNormalize``
+    scales the rewards the algorithm learns from (None without reward normalisation): lambda prices a
+    unit of cost in *those* rewards, so ``lambda * reward_scale`` is the penalty in the env's reward.
+
+    :param record_every: store the cumulative violation count, lambda and the reward scale every this many calls
     """
 
     def __init__(self, record_every: int = 100) -> None:
@@ -218,6 +224,8 @@ class SafetyTraceCallback(BaseCallback):
         self.episode_costs: list[float] = []
         self.violation_steps: list[int] = []
         self.cumulative_violations: list[int] = []
+        self.lambdas: list[float | None] = []
+        self.reward_scales: list[float | None] = []
 
     @property
     def violations_total(self) -> int:
@@ -242,7 +250,19 @@ class SafetyTraceCallback(BaseCallback):
         if self.n_calls % self.record_every == 0:
             self.violation_steps.append(self.num_timesteps)
             self.cumulative_violations.append(self.violations_total)
+            lagrange_value = getattr(self.model, "lagrange_value", None)
+            self.lambdas.append(None if lagrange_value is None else float(lagrange_value))
+            self.reward_scales.append(vec_normalize_reward_scale(self.model))
         return True
+
+
+def vec_normalize_reward_scale(model: BaseAlgorithm) -> float | None:
+    """The divisor ``sqrt(Var[discounted return] + epsilon)`` of the model's ``VecNormalize`` rewards,
+    None when its rewards are not normalised."""
+    vec_normalize = model.get_vec_normalize_env()
+    if vec_normalize is None or not vec_normalize.norm_reward:
+        return None
+    return float(np.sqrt(vec_normalize.ret_rms.var + vec_normalize.epsilon))
 
 
 def hyperparams_file(algo: str) -> Path:
@@ -518,6 +538,8 @@ def run_one(spec: RunSpec) -> RunResult:
         episode_costs=trace.episode_costs,
         violation_steps=trace.violation_steps,
         cumulative_violations=trace.cumulative_violations,
+        lambdas=trace.lambdas,
+        reward_scales=trace.reward_scales,
     )
 
 

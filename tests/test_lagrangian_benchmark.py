@@ -92,3 +92,37 @@ def test_cost_from_unsafe_starts_is_part_of_the_mean_cost() -> None:
     evaluation = bench.evaluate(model, manager, 3, 40, deterministic=True)
     assert 0 < evaluation.unsafe_starts < 40
     assert 0.0 < evaluation.cost_from_unsafe_starts <= evaluation.mean_cost
+
+
+class CostEveryStep(gym.Wrapper):
+    """Cost 1 at every step, so that a Lagrange multiplier with any budget below the episode length rises."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, {**info, "cost": 1.0}
+
+
+def test_trace_records_lambda_and_the_vec_normalize_reward_scale() -> None:
+    # lambda prices cost in the rewards the algorithm learns from: behind VecNormalize those are the
+    # env's rewards divided by the recorded scale, so the trace must hold the scale VecNormalize used.
+    from stable_baselines3 import PPO
+    from toy_envs import LineEnv
+
+    from sb3_safe.ppo_lag import PPOLag
+
+    env = VecNormalize(DummyVecEnv([lambda: CostEveryStep(LineEnv())]), norm_obs=False, gamma=0.9)
+    model = PPOLag("MlpPolicy", env, n_steps=40, batch_size=40, n_epochs=1, gamma=0.9, cost_limit=1.0, seed=0)
+    trace = bench.SafetyTraceCallback(record_every=40)
+    model.learn(80, callback=trace)
+    # recorded at the last step of each rollout: before its update, then after the first one
+    assert len(trace.lambdas) == len(trace.reward_scales) == 2
+    assert trace.lambdas[0] == pytest.approx(0.001) and trace.lambdas[1] > trace.lambdas[0]
+    assert trace.reward_scales[-1] == pytest.approx(np.sqrt(env.ret_rms.var + env.epsilon))
+    # rewards of +-1 to +-20 per step give discounted returns with a spread well above 1
+    assert trace.reward_scales[-1] > 1.0
+
+    unnormalised = bench.SafetyTraceCallback(record_every=40)
+    PPO("MlpPolicy", DummyVecEnv([lambda: CostEveryStep(LineEnv())]), n_steps=40, batch_size=40, n_epochs=1).learn(
+        40, callback=unnormalised
+    )
+    assert unnormalised.reward_scales == [None] and unnormalised.lambdas == [None]
