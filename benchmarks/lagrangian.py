@@ -11,7 +11,10 @@ Trains PPO vs PPOLag and SAC vs SACLag on each env, for several seeds, and repor
 * how much of each evaluation's mean cost comes from episodes whose first state is already unsafe
   (the env's ``is_unsafe`` on the reset observation; e.g. a SafePendulum-v0 start inside the band),
   and how many such starts the evaluation had (both evaluations see the same start states);
-* cumulative safety violations over training (``info["violation"]`` steps);
+* cumulative safety violations over training (``info["violation"]`` steps), with lambda and
+  ``VecNormalize``'s reward divisor at the same steps (``lambdas``, ``reward_scales``): behind a
+  reward-normalising ``VecNormalize`` lambda prices a unit of cost in normalised rewards, so the
+  penalty it puts on a unit of cost, in the env's own rewards, is ``lambda * reward_scale``;
 * wall-clock training throughput (env steps per second, ``learn()`` wall time);
 * per env, the throughput ratios PPOLag / PPO and SACLag / SAC (of the seed means, and per seed).
 
