@@ -14,7 +14,8 @@ Trains PPO vs PPOLag and SAC vs SACLag on each env, for several seeds, and repor
 * cumulative safety violations over training (``info["violation"]`` steps), with lambda and
   ``VecNormalize``'s reward divisor at the same steps (``lambdas``, ``reward_scales``): behind a
   reward-normalising ``VecNormalize`` lambda prices a unit of cost in normalised rewards, so the
-  penalty it puts on a unit of cost, in the env's own rewards, is ``lambda * reward_scale``;
+  penalty it puts on a unit of cost, in the env's own rewards, is ``lambda * reward_scale`` (while
+  the normalised rewards stay inside ``VecNormalize``'s ``clip_reward``);
 * wall-clock training throughput (env steps per second, ``learn()`` wall time);
 * per env, the throughput ratios PPOLag / PPO and SACLag / SAC (of the seed means, and per seed).
 
@@ -212,7 +213,8 @@ class SafetyTraceCallback(BaseCallback):
 
     At the same steps it stores lambda (None for a parent) and the divisor by which ``VecNormalize``
     scales the rewards the algorithm learns from (None without reward normalisation): lambda prices a
-    unit of cost in *those* rewards, so ``lambda * reward_scale`` is the penalty in the env's reward.
+    unit of cost in *those* rewards, so ``lambda * reward_scale`` is the penalty in the env's reward
+    (while the normalised rewards stay inside ``VecNormalize``'s ``clip_reward``).
 
     :param record_every: store the cumulative violation count, lambda and the reward scale every this many calls
     """
