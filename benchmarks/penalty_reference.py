@@ -11,6 +11,12 @@ plain env, from the same evaluation starts, deterministic and sampled. Writes
 ``penalty_reference.json`` (one record per (C, seed)) and ``penalty_reference.png`` (evaluation
 return against the fraction of episodes with a violation).
 
+The wrapper's ``-C`` is a reward, so an entry with ``normalize: true`` passes it through
+``VecNormalize``, which divides it by the return spread and clips the result at ``clip_reward``: the
+penalty a fall really pays, in the env's rewards, is then about ``min(C, clip_reward * reward_scale)``.
+Each record keeps the divisor every 1,000 steps (``trace_steps``, ``reward_scales``) and
+``clip_reward`` (None without reward normalisation) to tell the effective C from the nominal one.
+
 Example (SafeHopper-v0, the budget of the Lagrangian benchmark; about 5 minutes per run on one core)::
 
     python benchmarks/penalty_reference.py --env SafeHopper-v0 --algo ppo --penalties 100 200 300 1000 \\
@@ -26,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch as th
+from stable_baselines3.common.base_class import BaseAlgorithm
 from bench_plots import saved_figure
 from lagrangian import ALGOS, RunSpec, SafetyTraceCallback, build_model, evaluate, tail_mean
 
@@ -57,7 +64,16 @@ def run_one(env_id: str, algo: str, penalty: float, seed: int, timesteps: int, e
         "eval_cost_sampled": sampled.mean_cost,
         "violations_in_training": trace.violations_total,
         "last_10_training_episode_cost": tail_mean(trace.episode_costs, 10),
+        "trace_steps": trace.violation_steps,
+        "reward_scales": trace.reward_scales,
+        "clip_reward": reward_clip(model),
     }
+
+
+def reward_clip(model: BaseAlgorithm) -> float | None:
+    """``VecNormalize``'s ``clip_reward`` when it normalises the model's rewards, else None."""
+    vec_normalize = model.get_vec_normalize_env()
+    return float(vec_normalize.clip_reward) if vec_normalize is not None and vec_normalize.norm_reward else None
 
 
 def plot(records: list[dict[str, Any]], path: Path) -> None:
