@@ -108,7 +108,13 @@ from bench_plots import saved_figure
 from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, sync_envs_normalization, unwrap_vec_normalize
+from stable_baselines3.common.vec_env import (
+    VecEnv,
+    VecEnvWrapper,
+    VecNormalize,
+    sync_envs_normalization,
+    unwrap_vec_normalize,
+)
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 import sb3_safe  # noqa: F401 - registers the safe envs
@@ -261,13 +267,17 @@ class SafetyTraceCallback(BaseCallback):
         return True
 
 
+def reward_normaliser(model: BaseAlgorithm) -> VecNormalize | None:
+    """The model's ``VecNormalize`` when it normalises rewards, else None."""
+    vec_normalize = model.get_vec_normalize_env()
+    return vec_normalize if vec_normalize is not None and vec_normalize.norm_reward else None
+
+
 def vec_normalize_reward_scale(model: BaseAlgorithm) -> float | None:
     """The divisor ``sqrt(Var[discounted return] + epsilon)`` of the model's ``VecNormalize`` rewards,
     None when its rewards are not normalised."""
-    vec_normalize = model.get_vec_normalize_env()
-    if vec_normalize is None or not vec_normalize.norm_reward:
-        return None
-    return float(np.sqrt(vec_normalize.ret_rms.var + vec_normalize.epsilon))
+    normaliser = reward_normaliser(model)
+    return None if normaliser is None else float(np.sqrt(normaliser.ret_rms.var + normaliser.epsilon))
 
 
 def hyperparams_file(algo: str) -> Path:

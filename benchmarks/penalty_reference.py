@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import torch as th
-from stable_baselines3.common.base_class import BaseAlgorithm
 from bench_plots import saved_figure
-from lagrangian import ALGOS, RunSpec, SafetyTraceCallback, build_model, evaluate, tail_mean
+from lagrangian import ALGOS, RunSpec, SafetyTraceCallback, build_model, evaluate, reward_normaliser, tail_mean
 
 PENALTY_WRAPPER = "sb3_safe.wrappers.cost.EarlyTerminationPenalty"
 
@@ -51,6 +50,7 @@ def run_one(env_id: str, algo: str, penalty: float, seed: int, timesteps: int, e
     manager.env_wrapper = None
     deterministic = evaluate(model, manager, seed, eval_episodes, deterministic=True)
     sampled = evaluate(model, manager, seed, eval_episodes, deterministic=False)
+    normaliser = reward_normaliser(model)
     return {
         "env_id": env_id,
         "algo": algo,
@@ -66,14 +66,8 @@ def run_one(env_id: str, algo: str, penalty: float, seed: int, timesteps: int, e
         "last_10_training_episode_cost": tail_mean(trace.episode_costs, 10),
         "trace_steps": trace.violation_steps,
         "reward_scales": trace.reward_scales,
-        "clip_reward": reward_clip(model),
+        "clip_reward": None if normaliser is None else float(normaliser.clip_reward),
     }
-
-
-def reward_clip(model: BaseAlgorithm) -> float | None:
-    """``VecNormalize``'s ``clip_reward`` when it normalises the model's rewards, else None."""
-    vec_normalize = model.get_vec_normalize_env()
-    return float(vec_normalize.clip_reward) if vec_normalize is not None and vec_normalize.norm_reward else None
 
 
 def plot(records: list[dict[str, Any]], path: Path) -> None:
