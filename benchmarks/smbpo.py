@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch as th
 from bench_plots import saved_figure
 from stable_baselines3 import SAC
@@ -367,6 +368,35 @@ def sac_flushes_denormals(algo: str, args: argparse.Namespace) -> bool:
     return algo == "sac" and args.sac_flush_denormals
 
 
+def buffer_can_grow(model: OffPolicyAlgorithm, capacity: int) -> bool:
+    """Whether ``model``'s real buffer can take ``capacity`` as if it had been made with it: a larger capacity,
+    and no transition overwritten yet (at most one per slot and env so far)."""
+    buffer = model.replay_buffer
+    assert buffer is not None
+    return capacity > buffer.buffer_size and model.num_timesteps <= buffer.buffer_size * buffer.n_envs
+
+
+def grow_replay_buffer(model: OffPolicyAlgorithm, capacity: int) -> None:
+    """Give ``model``'s real buffer (SB3's ``ReplayBuffer`` or a subclass) ``capacity`` slots, keeping its
+    transitions in their slots.
+
+    For a buffer that has overwritten nothing (:func:`buffer_can_grow`) this is the buffer a run made with
+    ``capacity`` would hold, so a run checkpointed with a small buffer can go on with the paper's 1e6 exactly
+    as a 1e6 run would. SB3 sizes every per-transition array by the capacity and offers no resize, hence the
+    copy here.
+    """
+    buffer = model.replay_buffer
+    assert buffer is not None
+    old_capacity, stored = buffer.buffer_size, buffer.size()
+    for name, array in list(vars(buffer).items()):
+        if isinstance(array, np.ndarray) and array.shape[:1] == (old_capacity,):
+            grown = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
+            grown[:old_capacity] = array
+            setattr(buffer, name, grown)
+    buffer.buffer_size = model.buffer_size = capacity
+    buffer.pos, buffer.full = stored, False
+
+
 def train(algo: str, args: argparse.Namespace) -> tuple[OffPolicyAlgorithm, RunTrace]:
     """Train ``algo`` to ``args.steps`` env steps, from the last checkpoint when ``--resume`` finds one."""
     env = gym.make(args.env)
@@ -377,13 +407,16 @@ def train(algo: str, args: argparse.Namespace) -> tuple[OffPolicyAlgorithm, RunT
     restored = checkpoint.load(ALGORITHMS[algo], env, args.device, **overrides) if args.resume else None
     model, trace = restored if restored is not None else (new_model(algo, env, args), RunTrace())
     if model.replay_buffer.buffer_size != args.buffer_size:  # type: ignore[union-attr]
-        # A loaded buffer keeps the capacity it was made with; a run resumed with another one would report
-        # results of a buffer it does not have.
-        raise ValueError(
-            f"the {algo} checkpoint in {checkpoint.directory} has a replay buffer of "
-            f"{model.replay_buffer.buffer_size} transitions but --buffer-size is {args.buffer_size}: "  # type: ignore[union-attr]
-            "resume with the checkpoint's --buffer-size"
-        )
+        if not buffer_can_grow(model, args.buffer_size):
+            # A loaded buffer keeps the capacity it was made with; a run resumed with another one would report
+            # results of a buffer it does not have.
+            raise ValueError(
+                f"the {algo} checkpoint in {checkpoint.directory} has a replay buffer of "
+                f"{model.replay_buffer.buffer_size} transitions but --buffer-size is {args.buffer_size}: "  # type: ignore[union-attr]
+                "resume with the checkpoint's --buffer-size (a larger one is accepted only while the checkpoint's "
+                "buffer has overwritten nothing)"
+            )
+        grow_replay_buffer(model, args.buffer_size)
     callback = TraceCallback(trace, args.learning_starts, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
     flush = denormals_flushed() if sac_flushes_denormals(algo, args) else nullcontext()
     if model.num_timesteps < args.steps:

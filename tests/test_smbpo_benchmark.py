@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch as th
 from benchmark_modules import load_benchmark
@@ -62,9 +63,37 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(
     model, again = bench.train("sac", tiny_args(tmp_path, resume=True))
     assert model.num_timesteps == 300 and model.replay_buffer.size() == 300
     assert again == trace
-    # A loaded buffer keeps its capacity: a resume that asks for another one is refused, not silently run.
-    with pytest.raises(ValueError, match="replay buffer of 1000 transitions but --buffer-size is 5000"):
-        bench.train("sac", argparse.Namespace(**{**vars(tiny_args(tmp_path, resume=True)), "buffer_size": 5000}))
+    # A loaded buffer keeps its capacity: a resume that asks for a smaller one is refused, not silently run.
+    with pytest.raises(ValueError, match="replay buffer of 1000 transitions but --buffer-size is 500"):
+        bench.train("sac", argparse.Namespace(**{**vars(tiny_args(tmp_path, resume=True)), "buffer_size": 500}))
+
+
+@pytest.mark.parametrize("algo", ["sac", "smbpo"])
+def test_a_resume_grows_a_buffer_that_overwrote_nothing_into_the_larger_runs_buffer(tmp_path: Path, algo: str) -> None:
+    small = argparse.Namespace(**{**vars(tiny_args(tmp_path / "small", resume=False)), "steps": 200, "buffer_size": 200})
+    large = argparse.Namespace(**{**vars(tiny_args(tmp_path / "large", resume=False)), "steps": 200, "buffer_size": 5000})
+    bench.train(algo, small)
+    reference, _ = bench.train(algo, large)
+    assert reference.replay_buffer.pos == 200
+
+    grown, _ = bench.train(algo, argparse.Namespace(**{**vars(small), "resume": True, "buffer_size": 5000}))
+
+    buffer, expected = grown.replay_buffer, reference.replay_buffer
+    assert grown.buffer_size == buffer.buffer_size == 5000
+    assert (buffer.pos, buffer.full, buffer.size()) == (200, False, 200)
+    arrays = {name for name, value in vars(expected).items() if isinstance(value, np.ndarray)}
+    assert {"observations", "next_observations", "actions", "rewards", "dones", "timeouts"} <= arrays
+    for name in arrays:
+        assert np.array_equal(getattr(buffer, name), getattr(expected, name)), name
+    grown, _ = bench.train(algo, argparse.Namespace(**{**vars(small), "resume": True, "buffer_size": 5000, "steps": 250}))
+    assert grown.replay_buffer.size() == 250
+
+
+def test_a_resume_does_not_grow_a_buffer_that_has_overwritten_transitions(tmp_path: Path) -> None:
+    wrapped = argparse.Namespace(**{**vars(tiny_args(tmp_path, resume=False)), "steps": 200, "buffer_size": 150})
+    bench.train("sac", wrapped)
+    with pytest.raises(ValueError, match="replay buffer of 150 transitions but --buffer-size is 5000"):
+        bench.train("sac", argparse.Namespace(**{**vars(wrapped), "resume": True, "buffer_size": 5000}))
 
 
 def test_a_resumed_smbpo_run_takes_the_commands_rollout_freq_and_precision_checked_by_smbpo(tmp_path: Path) -> None:
