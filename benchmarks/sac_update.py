@@ -9,6 +9,11 @@ times, each timing ``--updates`` gradient steps, so that slow phases of the mach
 Writes ``<out>/sac_update.json`` (every timing, the median ms per update, the ratios to SB3's) and
 ``<out>/sac_update.png``.
 
+The JSON also says how far each variant is from the machine's float32 matmul peak (measured at the start,
+as in ``benchmarks/smbpo.py``): the FLOPs of one update counted from layer sizes, the achieved FLOP/s and
+its share of the peak, the time one update would take at the peak, and, from torch's profiler over
+``--profile-updates`` more updates, the share of CPU time inside matmul kernels and the FLOP/s they reach.
+
 Usage::
 
     python benchmarks/sac_update.py --env SafeHopper-v0 --threads 1 --out bench_out/sac_update
@@ -26,7 +31,9 @@ from pathlib import Path
 import gymnasium as gym
 import torch as th
 from bench_plots import saved_figure
+from flop_counts import matmul_peak_flops, sac_update_flops
 from stable_baselines3 import SAC
+from torch.profiler import ProfilerActivity, profile
 
 import sb3_safe  # noqa: F401 - registers the safe envs
 from sb3_safe.common.sac_update import fused_sac_train
@@ -38,6 +45,8 @@ VARIANTS: dict[str, tuple[bool, bool]] = {
     "fused": (True, False),
     "fused_fused_adam": (True, True),
 }
+# The kernels of nn.Linear's forward and backward passes on a CPU.
+MATMUL_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm"})
 
 
 def warmed_up_sac(env_id: str, fused_adam: bool, args: argparse.Namespace) -> SAC:
@@ -65,6 +74,33 @@ def seconds_per_update(model: SAC, fused_update: bool, updates: int, batch_size:
     else:
         model.train(updates, batch_size)
     return (time.perf_counter() - start) / updates
+
+
+def matmul_time(model: SAC, fused_update: bool, updates: int, batch_size: int) -> tuple[float, float]:
+    """Torch's profiler over ``updates`` gradient steps: the share of their CPU time inside matmul kernels,
+    and those kernels' seconds per update."""
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        seconds_per_update(model, fused_update, updates, batch_size)
+    events = profiler.key_averages()
+    total_us = sum(event.self_cpu_time_total for event in events)
+    matmul_us = sum(event.self_cpu_time_total for event in events if event.key in MATMUL_OPS)
+    return matmul_us / total_us, matmul_us / 1e6 / updates
+
+
+def distance_from_peak(
+    model: SAC, fused_update: bool, median_ms: float, peak: float, args: argparse.Namespace
+) -> dict[str, float]:
+    """One variant's FLOPs per update, achieved FLOP/s and share of ``peak``, the ms per update at ``peak``,
+    and its matmul kernels' share of the time and FLOP/s."""
+    flops = sac_update_flops(model, args.batch_size, fused_update)
+    achieved = flops / (median_ms / 1e3)
+    report = {"flops_per_update": flops, "achieved_flops": achieved, "utilisation": achieved / peak,
+              "ms_per_update_at_peak": 1e3 * flops / peak}
+    if args.profile_updates > 0:
+        share, matmul_s = matmul_time(model, fused_update, args.profile_updates, args.batch_size)
+        report["matmul_time_share"] = share
+        report["matmul_flops"] = flops / matmul_s
+    return report
 
 
 def cpu_model() -> str:
@@ -95,9 +131,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile-updates", type=int, default=50,
+                        help="gradient steps per variant under torch's profiler for the matmul share (0: none)")
+    parser.add_argument("--peak-size", type=int, default=2048, help="matrix size of the matmul peak measurement")
     parser.add_argument("--out", type=Path, default=Path("bench_out/sac_update"))
     args = parser.parse_args()
     th.set_num_threads(args.threads)
+    peak = matmul_peak_flops(th.device("cpu"), args.peak_size, repeats=5)
 
     models = {name: warmed_up_sac(args.env, fused_adam, args) for name, (_, fused_adam) in VARIANTS.items()}
     for name, model in models.items():  # untimed: first calls allocate and warm the caches
@@ -113,12 +153,18 @@ def main() -> None:
         "ms_per_update": timings,
         "median_ms_per_update": median_ms,
         "ratio_to_sb3": {name: median_ms[name] / median_ms["sb3"] for name in VARIANTS},
+        "matmul_peak_flops": peak,
+        "distance_from_peak": {
+            name: distance_from_peak(model, VARIANTS[name][0], median_ms[name], peak, args)
+            for name, model in models.items()
+        },
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sac_update.json").write_text(json.dumps(report, indent=1))
     title = f"SAC gradient step, {args.env}, batch {args.batch_size}, {args.threads} thread(s)"
     plot(median_ms, args.out / "sac_update.png", title)
-    print(json.dumps({k: report[k] for k in ("machine", "median_ms_per_update", "ratio_to_sb3")}, indent=1))
+    shown = ("machine", "median_ms_per_update", "ratio_to_sb3", "matmul_peak_flops", "distance_from_peak")
+    print(json.dumps({k: report[k] for k in shown}, indent=1))
 
 
 if __name__ == "__main__":

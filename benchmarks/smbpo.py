@@ -52,15 +52,14 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 from bench_plots import saved_figure
+from flop_counts import linear_macs, matmul_peak_flops, sac_update_flops
 from stable_baselines3 import SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from torch import nn
 
 import sb3_safe  # noqa: F401 - registers the safe envs
 from sb3_safe.common.cost import read_vec_costs
-from sb3_safe.common.dynamics import EnsembleLinear
 from sb3_safe.common.evaluation import evaluate_safe_policy
 from sb3_safe.common.float_modes import denormals_flushed
 from sb3_safe.smbpo import SMBPO
@@ -225,48 +224,6 @@ class TraceCallback(BaseCallback):
         self._save_checkpoint()
 
 
-def matmul_peak_flops(device: th.device, size: int, repeats: int, dtype: th.dtype = th.float32) -> float:
-    """Measured matmul throughput (FLOP/s) of ``device`` in ``dtype``: best of ``repeats`` timings."""
-    a = th.randn(size, size, device=device, dtype=dtype)
-    b = th.randn(size, size, device=device, dtype=dtype)
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first call warms up
-        if device.type == "cuda":
-            th.cuda.synchronize()
-        start = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            th.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 / best
-
-
-def linear_macs(module: nn.Module) -> int:
-    """Multiply-accumulates of one forward pass of one input row through every linear layer."""
-    macs = 0
-    for layer in module.modules():
-        if isinstance(layer, nn.Linear):
-            macs += layer.in_features * layer.out_features
-        elif isinstance(layer, EnsembleLinear):
-            macs += layer.n_members * layer.in_features * layer.out_features
-    return macs
-
-
-def sac_update_flops(model: SAC, batch_size: int) -> float:
-    """FLOPs of one SAC update: forward = 2 x MACs per row, backward = 2 x forward.
-
-    Actor: forward on s (with grad), on s' (no grad), backward once. Critics (all Q nets):
-    target forward on s', forward on (s, a) with backward, forward on (s, pi(s)) with backward:
-    with SB3's ``SAC.train`` that backward computes the critics' weight gradients too (2 x forward),
-    with SMBPO's ``fused_sac_update`` only the input gradients (1 x forward).
-    """
-    actor = 2.0 * linear_macs(model.actor)
-    critics = 2.0 * linear_macs(model.critic)  # every Q network, without the shared extractor cost
-    actor_pass_backward = 1 if getattr(model, "fused_sac_update", False) else 2
-    per_row = (actor + actor + 2 * actor) + (critics + 3 * critics + (1 + actor_pass_backward) * critics)
-    return per_row * batch_size
-
-
 def smbpo_extra_flops_per_step(model: SMBPO, model_rows_per_step: float, model_updates_per_step: float) -> float:
     """FLOPs per env step of the model rollouts and the model fits (both measured counts, so the
     initial fit is included when it falls in the timed window).
@@ -286,7 +243,7 @@ def flops_per_env_step(
     model_updates_per_step: float,
 ) -> float:
     """FLOPs of one env step's work: the SAC updates, and for SMBPO its rollouts and model fits."""
-    flops = gradient_steps * sac_update_flops(model, batch_size)  # type: ignore[arg-type]
+    flops = gradient_steps * sac_update_flops(model, batch_size, getattr(model, "fused_sac_update", False))  # type: ignore[arg-type]
     if isinstance(model, SMBPO):
         flops += smbpo_extra_flops_per_step(model, model_rows_per_step, model_updates_per_step)
     return flops

@@ -45,3 +45,22 @@ def test_each_timing_runs_the_requested_updates_with_the_named_update(monkeypatc
         assert fused_calls == ([3] if fused_update else [])
         assert model._n_updates == 3
         assert any(not np.allclose(b, p.detach()) for b, p in zip(before, model.critic.parameters()))
+
+
+def test_distance_from_peak_counts_the_updates_flops_and_profiles_their_matmuls() -> None:
+    model = micro.warmed_up_sac("SafePendulum-v0", False, _args())
+    args = argparse.Namespace(batch_size=16, profile_updates=3)
+    flops = micro.sac_update_flops(model, 16, fused_update=True)
+
+    report = micro.distance_from_peak(model, True, median_ms=2.0, peak=1e9, args=args)
+
+    assert report["flops_per_update"] == flops
+    assert report["achieved_flops"] == pytest.approx(flops / 2e-3)
+    assert report["utilisation"] == pytest.approx(flops / 2e-3 / 1e9)
+    assert report["ms_per_update_at_peak"] == pytest.approx(1e3 * flops / 1e9)
+    assert 0.0 < report["matmul_time_share"] < 1.0
+    assert report["matmul_flops"] > 0.0
+    assert model._n_updates == 3  # the profiled updates ran
+    assert "matmul_time_share" not in micro.distance_from_peak(
+        model, True, 2.0, 1e9, argparse.Namespace(batch_size=16, profile_updates=0)
+    )

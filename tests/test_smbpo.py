@@ -677,4 +677,5 @@ def test_benchmark_flop_counter_counts_layer_sizes() -> None:
     actor, critics = bench.linear_macs(model.actor), bench.linear_macs(model.critic)
     assert actor == 3 * 32 + 32 * 32 + 2 * 32 * 1  # latent, then mean and log-std heads
     assert critics == 2 * (4 * 32 + 32 * 32 + 32 * 1)
-    assert bench.sac_update_flops(model, 10) == 10 * 2.0 * (4 * actor + 7 * critics)
+    assert bench.sac_update_flops(model, 10, fused_update=False) == 10 * 2.0 * (4 * actor + 7 * critics)
+    assert bench.sac_update_flops(model, 10, fused_update=True) == 10 * 2.0 * (4 * actor + 6 * critics)
