@@ -1,7 +1,9 @@
 """Floating-point work of the benchmarked networks and the machine's matmul peak, for utilisation figures.
 
-FLOPs are counted from layer sizes (2 per multiply-accumulate of every linear layer, backward = 2 x forward)
-because torch offers no FLOP counter for CPU training steps that covers SB3's and sb3-safe's modules.
+FLOPs are counted from layer sizes (2 per multiply-accumulate of every linear layer, backward = 2 x forward),
+the rule of every utilisation figure in docs/benchmarks.md since the first. It overcounts a little against
+torch's ``FlopCounterMode``, which sees that no gradient is computed for a network's inputs when they need
+none (a test bounds the difference), and it needs no instrumented run of the code being timed.
 """
 
 from __future__ import annotations

@@ -77,14 +77,14 @@ def seconds_per_update(model: SAC, fused_update: bool, updates: int, batch_size:
 
 
 def matmul_time(model: SAC, fused_update: bool, updates: int, batch_size: int) -> tuple[float, float]:
-    """Torch's profiler over ``updates`` gradient steps: the share of their CPU time inside matmul kernels,
-    and those kernels' seconds per update."""
+    """Torch's profiler over ``updates`` gradient steps: the matmul kernels' share of their wall time (which,
+    unlike the profiled ops' summed time, includes the Python time between ops) and those kernels' seconds
+    per update."""
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
-        seconds_per_update(model, fused_update, updates, batch_size)
-    events = profiler.key_averages()
-    total_us = sum(event.self_cpu_time_total for event in events)
-    matmul_us = sum(event.self_cpu_time_total for event in events if event.key in MATMUL_OPS)
-    return matmul_us / total_us, matmul_us / 1e6 / updates
+        wall_s = seconds_per_update(model, fused_update, updates, batch_size)
+    matmul_us = sum(event.self_cpu_time_total for event in profiler.key_averages() if event.key in MATMUL_OPS)
+    matmul_s = matmul_us / 1e6 / updates
+    return matmul_s / wall_s, matmul_s
 
 
 def distance_from_peak(
@@ -99,7 +99,7 @@ def distance_from_peak(
     if args.profile_updates > 0:
         share, matmul_s = matmul_time(model, fused_update, args.profile_updates, args.batch_size)
         report["matmul_time_share"] = share
-        report["matmul_flops"] = flops / matmul_s
+        report["matmul_flops"] = flops / matmul_s if matmul_s > 0 else float("nan")
     return report
 
 

@@ -325,32 +325,42 @@ def sac_flushes_denormals(algo: str, args: argparse.Namespace) -> bool:
     return algo == "sac" and args.sac_flush_denormals
 
 
+def slots_per_env(capacity: int, n_envs: int) -> int:
+    """Slots per env of an SB3 replay buffer made with ``buffer_size=capacity`` (SB3's own rule)."""
+    return max(capacity // n_envs, 1)
+
+
 def buffer_can_grow(model: OffPolicyAlgorithm, capacity: int) -> bool:
-    """Whether ``model``'s real buffer can take ``capacity`` as if it had been made with it: a larger capacity,
-    and no transition overwritten yet (at most one per slot and env so far)."""
+    """Whether ``model``'s real buffer can take ``capacity`` (transitions over all envs, as SB3's
+    ``buffer_size``) as if it had been made with it: more slots, no transition overwritten yet (at most one
+    per slot so far), and next observations stored apart (with SB3's ``optimize_memory_usage`` a full
+    buffer's first slot already holds the last transition's next observation)."""
     buffer = model.replay_buffer
     assert buffer is not None
-    return capacity > buffer.buffer_size and model.num_timesteps <= buffer.buffer_size * buffer.n_envs
+    return (
+        slots_per_env(capacity, buffer.n_envs) > buffer.buffer_size
+        and model.num_timesteps <= buffer.buffer_size * buffer.n_envs
+        and not buffer.optimize_memory_usage
+    )
 
 
 def grow_replay_buffer(model: OffPolicyAlgorithm, capacity: int) -> None:
-    """Give ``model``'s real buffer (SB3's ``ReplayBuffer`` or a subclass) ``capacity`` slots, keeping its
-    transitions in their slots.
+    """Give ``model``'s real buffer (SB3's ``ReplayBuffer`` or a subclass) room for ``capacity`` transitions,
+    keeping its transitions in their slots.
 
-    For a buffer that has overwritten nothing (:func:`buffer_can_grow`) this is the buffer a run made with
-    ``capacity`` would hold, so a run checkpointed with a small buffer can go on with the paper's 1e6 exactly
-    as a 1e6 run would. SB3 sizes every per-transition array by the capacity and offers no resize, hence the
-    copy here.
+    For a buffer that can grow (:func:`buffer_can_grow`) this is the buffer a run made with ``capacity``
+    would hold, so a run checkpointed with a small buffer can go on with the paper's 1e6 exactly as a 1e6
+    run would. SB3 sizes every per-transition array by its slots and offers no resize, hence the copy here.
     """
     buffer = model.replay_buffer
     assert buffer is not None
-    old_capacity, stored = buffer.buffer_size, buffer.size()
+    old_slots, stored, slots = buffer.buffer_size, buffer.size(), slots_per_env(capacity, buffer.n_envs)
     for name, array in list(vars(buffer).items()):
-        if isinstance(array, np.ndarray) and array.shape[:1] == (old_capacity,):
-            grown = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
-            grown[:old_capacity] = array
+        if isinstance(array, np.ndarray) and array.shape[:1] == (old_slots,):
+            grown = np.zeros((slots, *array.shape[1:]), dtype=array.dtype)
+            grown[:old_slots] = array
             setattr(buffer, name, grown)
-    buffer.buffer_size = model.buffer_size = capacity
+    buffer.buffer_size, model.buffer_size = slots, capacity
     buffer.pos, buffer.full = stored, False
 
 
@@ -363,13 +373,15 @@ def train(algo: str, args: argparse.Namespace) -> tuple[OffPolicyAlgorithm, RunT
     overrides = given_smbpo_settings(args) if algo == "smbpo" else {}
     restored = checkpoint.load(ALGORITHMS[algo], env, args.device, **overrides) if args.resume else None
     model, trace = restored if restored is not None else (new_model(algo, env, args), RunTrace())
-    if model.replay_buffer.buffer_size != args.buffer_size:  # type: ignore[union-attr]
+    buffer = model.replay_buffer
+    assert buffer is not None
+    if buffer.buffer_size != slots_per_env(args.buffer_size, buffer.n_envs):
         if not buffer_can_grow(model, args.buffer_size):
             # A loaded buffer keeps the capacity it was made with; a run resumed with another one would report
             # results of a buffer it does not have.
             raise ValueError(
                 f"the {algo} checkpoint in {checkpoint.directory} has a replay buffer of "
-                f"{model.replay_buffer.buffer_size} transitions but --buffer-size is {args.buffer_size}: "  # type: ignore[union-attr]
+                f"{buffer.buffer_size * buffer.n_envs} transitions but --buffer-size is {args.buffer_size}: "
                 "resume with the checkpoint's --buffer-size (a larger one is accepted only while the checkpoint's "
                 "buffer has overwritten nothing)"
             )

@@ -64,3 +64,16 @@ def test_distance_from_peak_counts_the_updates_flops_and_profiles_their_matmuls(
     assert "matmul_time_share" not in micro.distance_from_peak(
         model, True, 2.0, 1e9, argparse.Namespace(batch_size=16, profile_updates=0)
     )
+
+
+@pytest.mark.parametrize("fused_update", [False, True])
+def test_the_layer_size_flop_count_is_within_a_few_percent_of_torchs_counter(fused_update: bool) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = micro.warmed_up_sac("SafeHopper-v0", False, argparse.Namespace(warmup=300, batch_size=256, seed=0))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        micro.seconds_per_update(model, fused_update, 1, 256)
+
+    counted = micro.sac_update_flops(model, 256, fused_update)
+    assert counter.get_total_flops() <= counted <= 1.05 * counter.get_total_flops()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch as th
 from benchmark_modules import load_benchmark
+from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_safe.common.float_modes import flushes_denormals
 
@@ -68,9 +69,14 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(
         bench.train("sac", argparse.Namespace(**{**vars(tiny_args(tmp_path, resume=True)), "buffer_size": 500}))
 
 
+@pytest.mark.parametrize("small_buffer", [200, 300])  # full with nothing overwritten, and not yet full
 @pytest.mark.parametrize("algo", ["sac", "smbpo"])
-def test_a_resume_grows_a_buffer_that_overwrote_nothing_into_the_larger_runs_buffer(tmp_path: Path, algo: str) -> None:
-    small = argparse.Namespace(**{**vars(tiny_args(tmp_path / "small", resume=False)), "steps": 200, "buffer_size": 200})
+def test_a_resume_grows_a_buffer_that_overwrote_nothing_into_the_larger_runs_buffer(
+    tmp_path: Path, algo: str, small_buffer: int
+) -> None:
+    small = argparse.Namespace(
+        **{**vars(tiny_args(tmp_path / "small", resume=False)), "steps": 200, "buffer_size": small_buffer}
+    )
     large = argparse.Namespace(**{**vars(tiny_args(tmp_path / "large", resume=False)), "steps": 200, "buffer_size": 5000})
     bench.train(algo, small)
     reference, _ = bench.train(algo, large)
@@ -83,10 +89,36 @@ def test_a_resume_grows_a_buffer_that_overwrote_nothing_into_the_larger_runs_buf
     assert (buffer.pos, buffer.full, buffer.size()) == (200, False, 200)
     arrays = {name for name, value in vars(expected).items() if isinstance(value, np.ndarray)}
     assert {"observations", "next_observations", "actions", "rewards", "dones", "timeouts"} <= arrays
+    assert algo == "sac" or "violations" in arrays
     for name in arrays:
         assert np.array_equal(getattr(buffer, name), getattr(expected, name)), name
     grown, _ = bench.train(algo, argparse.Namespace(**{**vars(small), "resume": True, "buffer_size": 5000, "steps": 250}))
     assert grown.replay_buffer.size() == 250
+
+
+def test_a_buffer_of_several_envs_grows_by_slots_per_env() -> None:
+    model = bench.SAC("MlpPolicy", make_vec_env("SafePendulum-v0", n_envs=2, seed=0), buffer_size=100, learning_starts=1000)
+    model.learn(60)
+    buffer = model.replay_buffer
+    before = buffer.observations.copy()
+    assert (buffer.buffer_size, buffer.pos) == (50, 30)
+    assert bench.buffer_can_grow(model, 400)
+    assert not bench.buffer_can_grow(model, 100)  # the same 50 slots per env
+
+    bench.grow_replay_buffer(model, 400)
+
+    assert (model.buffer_size, buffer.buffer_size, buffer.pos, buffer.full) == (400, 200, 30, False)
+    assert buffer.observations.shape == (200, 2, 3)
+    np.testing.assert_array_equal(buffer.observations[:50], before)
+
+
+def test_a_buffer_that_stores_next_observations_in_the_next_slot_does_not_grow() -> None:
+    model = bench.SAC(
+        "MlpPolicy", "SafePendulum-v0", buffer_size=100, learning_starts=1000, optimize_memory_usage=True,
+        replay_buffer_kwargs={"handle_timeout_termination": False},
+    )
+    model.learn(50)
+    assert not bench.buffer_can_grow(model, 400)
 
 
 def test_a_resume_does_not_grow_a_buffer_that_has_overwritten_transitions(tmp_path: Path) -> None:
