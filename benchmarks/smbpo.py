@@ -243,7 +243,8 @@ def flops_per_env_step(
     model_updates_per_step: float,
 ) -> float:
     """FLOPs of one env step's work: the SAC updates, and for SMBPO its rollouts and model fits."""
-    flops = gradient_steps * sac_update_flops(model, batch_size, getattr(model, "fused_sac_update", False))  # type: ignore[arg-type]
+    fused_update = getattr(model, "fused_sac_update", False)
+    flops = gradient_steps * sac_update_flops(model, batch_size, fused_update)  # type: ignore[arg-type]
     if isinstance(model, SMBPO):
         flops += smbpo_extra_flops_per_step(model, model_rows_per_step, model_updates_per_step)
     return flops
