@@ -314,9 +314,13 @@ def new_model(algo: str, env: gym.Env, args: argparse.Namespace) -> OffPolicyAlg
 
 
 def given_smbpo_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """``--rollout-freq`` and ``--model-precision`` where the command gives them: a new run takes SMBPO's
-    defaults (the paper's) for the others, a resumed run its checkpoint's."""
-    given = {"rollout_freq": args.rollout_freq, "model_precision": args.model_precision}
+    """``--rollout-freq``, ``--model-precision`` and ``--sac-hidden-precision`` where the command gives them: a
+    new run takes SMBPO's defaults (the paper's) for the others, a resumed run its checkpoint's."""
+    given = {
+        "rollout_freq": args.rollout_freq,
+        "model_precision": args.model_precision,
+        "sac_hidden_precision": args.sac_hidden_precision,
+    }
     return {name: value for name, value in given.items() if value is not None}
 
 
@@ -428,7 +432,8 @@ def algorithm_result(algo: str, args: argparse.Namespace, peak: float, peak_bf16
 def smbpo_settings(model: SMBPO) -> dict[str, Any]:
     """SMBPO's own settings that the shared ``run`` entry leaves out (its speed options and its policy learning
     rate), as the run ended (a resumed run may have changed some), for the result."""
-    names = ("model_precision", "rollout_freq", "fused_sac_update", "background_model_fit", "actor_learning_rate")
+    names = ("model_precision", "rollout_freq", "fused_sac_update", "sac_hidden_precision", "background_model_fit",
+             "actor_learning_rate")
     return {name: getattr(model, name) for name in names}
 
 
@@ -520,6 +525,9 @@ def main() -> None:
     parser.add_argument("--fused-sac-update", action="store_true",
                         help="SMBPO's SAC steps with one backward pass (SMBPO(fused_sac_update=True)) and fused Adam "
                              "kernels; SAC stays SB3's")
+    parser.add_argument("--sac-hidden-precision", choices=("float32", "bfloat16"), default=None,
+                        help="with --fused-sac-update, dtype of SMBPO's SAC hidden-to-hidden matmuls (default: SMBPO's, "
+                             "float32); given with --resume, it replaces the checkpoint's")
     parser.add_argument("--sac-flush-denormals", action="store_true",
                         help="SB3's SAC runs its whole learn() (env steps and acting included) with denormal floats "
                              "flushed to zero, a reference: SB3 keeps them, SMBPO flushes them in its train()")

@@ -1,4 +1,5 @@
-"""Tests of the one-backward SAC step (sb3_safe.common.sac_update.fused_sac_train) against SB3's SAC.train."""
+"""Tests of the one-backward SAC step (sb3_safe.common.sac_update) against SB3's SAC.train, and of its
+hand-written backward pass against autograd's."""
 
 from __future__ import annotations
 
@@ -12,12 +13,18 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.logger import configure
 
 import sb3_safe  # noqa: F401 - registers the safe envs
-from sb3_safe.common.sac_update import fused_sac_train
+from sb3_safe.common.sac_update import (
+    autograd_fused_sac_train,
+    fused_sac_train,
+    mlp_fused_sac_train,
+    mlp_step_unsupported,
+)
 
 
-def sac_with_data(learning_rate: float, **kwargs: Any) -> SAC:
+def sac_with_data(learning_rate: float, policy_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> SAC:
+    policy_kwargs = {"net_arch": [16, 16], "optimizer_class": th.optim.SGD, **(policy_kwargs or {})}
     model = SAC("MlpPolicy", "SafePendulum-v0", learning_rate=learning_rate, learning_starts=0, batch_size=16,
-                policy_kwargs={"net_arch": [16, 16], "optimizer_class": th.optim.SGD}, seed=0, device="cpu", **kwargs)
+                policy_kwargs=policy_kwargs, seed=0, device="cpu", **kwargs)
     model.set_logger(configure(None, []))
     rng = np.random.default_rng(0)
     for _ in range(64):
@@ -93,3 +100,74 @@ def test_fused_steps_log_sb3s_keys(ent_coef: Any) -> None:
     assert all(np.isfinite(v) for v in values.values())
     if ent_coef != "auto":
         assert values["train/ent_coef"] == pytest.approx(0.1)
+
+
+def parameters_after(model: SAC, train: Any) -> list[th.Tensor]:
+    seed_minibatch_and_noise()
+    train(model)
+    learned_ent_coef = [model.log_ent_coef] if model.log_ent_coef is not None else []
+    return [p.detach().clone() for p in (*model.policy.parameters(), *learned_ent_coef)]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"ent_coef": 0.1, "target_update_interval": 2},
+        {"policy_kwargs": {"net_arch": {"pi": [16, 16, 16], "qf": [8]}, "n_critics": 3}},
+        {"policy_kwargs": {"net_arch": [], "optimizer_class": th.optim.Adam}},
+    ],
+)
+def test_hand_written_step_matches_autograds(settings: dict[str, Any]) -> None:
+    # Adam and several steps: the hand-written backward pass must give autograd's updates to float
+    # rounding, with learned and fixed entropy coefficients, deeper and shallower nets and three critics.
+    autograd_model = sac_with_data(learning_rate=0.01, **settings)
+    hand_model = copy.deepcopy(autograd_model)
+    assert mlp_step_unsupported(hand_model) is None
+    expected = parameters_after(autograd_model, lambda m: autograd_fused_sac_train(m, 3, 16))
+    got = parameters_after(hand_model, lambda m: mlp_fused_sac_train(m, 3, 16))
+    for expected_param, param in zip(expected, got, strict=True):
+        assert th.allclose(param, expected_param, atol=1e-6, rtol=1e-5)
+    for expected_param, param in zip(autograd_model.critic_target.parameters(), hand_model.critic_target.parameters()):
+        assert th.allclose(param, expected_param, atol=1e-6, rtol=1e-5)
+    assert hand_model._n_updates == autograd_model._n_updates == 3
+
+
+def test_bfloat16_hidden_layers_change_the_update_only_by_rounding() -> None:
+    float32_model = sac_with_data(learning_rate=0.05, policy_kwargs={"net_arch": [64, 64]})
+    bfloat16_model = copy.deepcopy(float32_model)
+    before = [p.detach().clone() for p in float32_model.policy.parameters()]
+    expected = parameters_after(float32_model, lambda m: fused_sac_train(m, 1, 16))
+    got = parameters_after(bfloat16_model, lambda m: fused_sac_train(m, 1, 16, hidden_precision="bfloat16"))
+    steps = [(e - b).norm() for e, b in zip(expected, before)]
+    differences = [(g - e).norm() for g, e in zip(got, expected)]
+    # Only the hidden-to-hidden layers compute in bfloat16 (8-bit mantissa): the SGD steps differ by a
+    # few per cent, not more, and the differences are not zero.
+    assert all(d <= 0.05 * s + 1e-7 for d, s in zip(differences, steps))
+    assert sum(differences) > 0
+    assert all(p.dtype == th.float32 for p in bfloat16_model.policy.parameters())
+
+
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        ({"use_sde": True}, "gSDE"),
+        ({"policy_kwargs": {"activation_fn": th.nn.Tanh}}, "nn.ReLU"),
+    ],
+)
+def test_unsupported_policies_fall_back_to_autograd_in_float32_only(settings: dict[str, Any], reason: str) -> None:
+    model = sac_with_data(learning_rate=0.01, **settings)
+    assert reason in (mlp_step_unsupported(model) or "")
+    fallback = sac_with_data(learning_rate=0.01, **settings)  # the same seed (a gSDE actor cannot be deep-copied)
+    expected = parameters_after(model, lambda m: autograd_fused_sac_train(m, 2, 16))
+    got = parameters_after(fallback, lambda m: fused_sac_train(m, 2, 16))
+    assert all(th.equal(g, e) for g, e in zip(got, expected))
+    with pytest.raises(ValueError, match=reason):
+        fused_sac_train(model, 1, 16, hidden_precision="bfloat16")
+    with pytest.raises(ValueError, match=reason):
+        mlp_fused_sac_train(model, 1, 16)
+
+
+def test_unknown_hidden_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match="hidden_precision must be one of"):
+        fused_sac_train(sac_with_data(learning_rate=0.01), 1, 16, hidden_precision="float16")

@@ -519,6 +519,47 @@ def test_fused_sac_update_trains_and_survives_save_load(tmp_path: Path) -> None:
     assert SMBPO.load(tmp_path / "smbpo").fused_sac_update
 
 
+@pytest.mark.parametrize("sac_hidden_precision", ["float32", "bfloat16"])
+def test_sac_hidden_precision_trains_and_survives_save_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sac_hidden_precision: str
+) -> None:
+    import sb3_safe.smbpo.smbpo as smbpo_module
+
+    model = SMBPO("MlpPolicy", "SafePendulum-v0", **TINY, fused_sac_update=True, sac_hidden_precision=sac_hidden_precision)
+    calls: list[str] = []
+    train = smbpo_module.fused_sac_train
+
+    def recording_train(model: SMBPO, gradient_steps: int, batch_size: int, hidden_precision: str) -> None:
+        calls.append(hidden_precision)
+        train(model, gradient_steps, batch_size, hidden_precision)
+
+    monkeypatch.setattr(smbpo_module, "fused_sac_train", recording_train)
+    model.learn(130)
+    assert calls == [sac_hidden_precision] * 30 and model._n_updates == 30 * TINY["gradient_steps"]
+    model.save(tmp_path / "smbpo")
+    assert SMBPO.load(tmp_path / "smbpo").sac_hidden_precision == sac_hidden_precision
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"sac_hidden_precision": "float16", "fused_sac_update": True}, "sac_hidden_precision must be one of"),
+        ({"sac_hidden_precision": "bfloat16"}, "needs fused_sac_update=True"),
+        (
+            {
+                "sac_hidden_precision": "bfloat16",
+                "fused_sac_update": True,
+                "policy_kwargs": {"net_arch": [32, 32], "activation_fn": th.nn.Tanh},
+            },
+            "needs the hand-written SAC step, but .*nn.ReLU",
+        ),
+    ],
+)
+def test_bad_sac_hidden_precision_settings_are_refused(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SMBPO("MlpPolicy", "SafePendulum-v0", **{**TINY, **settings})
+
+
 def test_bfloat16_model_precision_trains_and_survives_save_load(tmp_path: Path) -> None:
     model = SMBPO("MlpPolicy", "SafePendulum-v0", **TINY, model_precision="bfloat16")
     model.learn(160)

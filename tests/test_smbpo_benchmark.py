@@ -27,6 +27,7 @@ def tiny_args(out_dir: Path, resume: bool) -> argparse.Namespace:
         checkpoint_every=100, resume=resume, background_model_fit=False,
         fused_sac_update=False, rollout_batch_size=5, rollout_horizon=3, rollout_freq=1, model_buffer_size=2000,
         model_gradient_steps=20, model_initial_gradient_steps=50, model_precision="float32", sac_flush_denormals=False,
+        sac_hidden_precision=None,
     )
 
 

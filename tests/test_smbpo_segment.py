@@ -50,7 +50,8 @@ def test_a_background_fit_stretch_is_counted_from_the_resume_against_two_cores(
     start, result = json.loads(smbpo_trace.read_text()), json.loads((tmp_path / "smbpo_result.json").read_text())
     assert (smbpo["from_step"], smbpo["to_step"], smbpo["env_steps"]) == (200, 300, 100)
     assert smbpo["smbpo_settings"] == {"model_precision": "float32", "rollout_freq": 1, "fused_sac_update": False,
-                                       "background_model_fit": True, "actor_learning_rate": 1e-4}
+                                       "sac_hidden_precision": "float32", "background_model_fit": True,
+                                       "actor_learning_rate": 1e-4}
     assert "smbpo_settings" not in report["sac"]
     assert smbpo["wall_s"] == pytest.approx(result["wall_s_after_warmup"] - start["wall_s_after_warmup"])
     assert smbpo["falls"] == result["violations_after_warmup"] - start["violations_after_warmup"]
