@@ -1,18 +1,23 @@
-"""Time per SAC gradient step: SB3's ``SAC.train`` against ``fused_sac_train`` (SMBPO's ``fused_sac_update``).
+"""Time per SAC gradient step: SB3's ``SAC.train`` against the fused steps of ``sb3_safe.common.sac_update``.
 
-Four variants on one env's network sizes (SafeHopper-v0 and 2 x 256 networks by default, batch 256):
-SB3's ``SAC.train`` and ``fused_sac_train`` (one backward pass for the three losses, critics frozen for
-the actor loss), each with torch's default Adam and with its fused kernel
-(``policy_kwargs=dict(optimizer_kwargs=dict(fused=True))``). Each variant is a SAC with the same seed
-whose replay buffer holds ``--warmup`` random steps; the variants then take turns, ``--repeats``
-times, each timing ``--updates`` gradient steps, so that slow phases of the machine hit all of them.
-Writes ``<out>/sac_update.json`` (every timing, the median ms per update, the ratios to SB3's) and
-``<out>/sac_update.png``.
+Five variants on one env's network sizes (SafeHopper-v0 and 2 x 256 networks by default, batch 256):
+SB3's ``SAC.train`` with torch's default Adam and with its fused kernel
+(``policy_kwargs=dict(optimizer_kwargs=dict(fused=True))``), and, all with the fused Adam kernel (as
+``benchmarks/smbpo.py --fused-sac-update`` runs them), the one-backward step through autograd
+(``autograd_fused_sac_train``), with its backward pass written out by hand (``mlp_fused_sac_train``,
+what SMBPO's ``fused_sac_update`` runs for an MLP policy) and the latter with bfloat16 hidden-to-hidden
+layers (``hidden_precision="bfloat16"``, SMBPO's ``sac_hidden_precision``). Each variant is a SAC with
+the same seed whose replay buffer holds ``--warmup`` random steps; the variants then take turns,
+``--repeats`` times, each timing ``--updates`` gradient steps, so that slow phases of the machine hit all
+of them. Writes ``<out>/sac_update.json`` (every timing, the median ms per update, the ratios to SB3's)
+and ``<out>/sac_update.png``.
 
 The JSON also says how far each variant is from the machine's float32 matmul peak (measured at the start,
 as in ``benchmarks/smbpo.py``): the FLOPs of one update counted from layer sizes, the achieved FLOP/s and
 its share of the peak, the time one update would take at the peak, and, from torch's profiler over
 ``--profile-updates`` more updates, the share of CPU time inside matmul kernels and the FLOP/s they reach.
+The bfloat16 variant is measured against the float32 peak too (its hidden layers could reach the bfloat16
+peak, also in the JSON).
 
 Usage::
 
@@ -26,6 +31,7 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
@@ -36,14 +42,25 @@ from stable_baselines3 import SAC
 from torch.profiler import ProfilerActivity, profile
 
 import sb3_safe  # noqa: F401 - registers the safe envs
-from sb3_safe.common.sac_update import fused_sac_train
+from sb3_safe.common.sac_update import autograd_fused_sac_train, mlp_fused_sac_train
 
-# name -> (fused_sac_train?, fused Adam?)
-VARIANTS: dict[str, tuple[bool, bool]] = {
-    "sb3": (False, False),
-    "sb3_fused_adam": (False, True),
-    "fused": (True, False),
-    "fused_fused_adam": (True, True),
+
+def sb3_train(model: SAC, gradient_steps: int, batch_size: int) -> None:
+    model.train(gradient_steps, batch_size)
+
+
+def hand_written_bf16_train(model: SAC, gradient_steps: int, batch_size: int) -> None:
+    mlp_fused_sac_train(model, gradient_steps, batch_size, hidden_precision="bfloat16")
+
+
+TrainFunction = Callable[[SAC, int, int], None]
+# name -> (gradient steps, fused Adam?)
+VARIANTS: dict[str, tuple[TrainFunction, bool]] = {
+    "sb3": (sb3_train, False),
+    "sb3_fused_adam": (sb3_train, True),
+    "autograd_fused_adam": (autograd_fused_sac_train, True),
+    "hand_written_fused_adam": (mlp_fused_sac_train, True),
+    "hand_written_bf16_fused_adam": (hand_written_bf16_train, True),
 }
 # The kernels of nn.Linear's forward and backward passes on a CPU.
 MATMUL_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm"})
@@ -67,37 +84,34 @@ def warmed_up_sac(env_id: str, fused_adam: bool, args: argparse.Namespace) -> SA
     return model
 
 
-def seconds_per_update(model: SAC, fused_update: bool, updates: int, batch_size: int) -> float:
+def seconds_per_update(model: SAC, train: TrainFunction, updates: int, batch_size: int) -> float:
     start = time.perf_counter()
-    if fused_update:
-        fused_sac_train(model, updates, batch_size)
-    else:
-        model.train(updates, batch_size)
+    train(model, updates, batch_size)
     return (time.perf_counter() - start) / updates
 
 
-def matmul_time(model: SAC, fused_update: bool, updates: int, batch_size: int) -> tuple[float, float]:
+def matmul_time(model: SAC, train: TrainFunction, updates: int, batch_size: int) -> tuple[float, float]:
     """Torch's profiler over ``updates`` gradient steps: the matmul kernels' share of their wall time (which,
     unlike the profiled ops' summed time, includes the Python time between ops) and those kernels' seconds
     per update."""
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
-        wall_s = seconds_per_update(model, fused_update, updates, batch_size)
+        wall_s = seconds_per_update(model, train, updates, batch_size)
     matmul_us = sum(event.self_cpu_time_total for event in profiler.key_averages() if event.key in MATMUL_OPS)
     matmul_s = matmul_us / 1e6 / updates
     return matmul_s / wall_s, matmul_s
 
 
 def distance_from_peak(
-    model: SAC, fused_update: bool, median_ms: float, peak: float, args: argparse.Namespace
+    model: SAC, train: TrainFunction, median_ms: float, peak: float, args: argparse.Namespace
 ) -> dict[str, float]:
     """One variant's FLOPs per update, achieved FLOP/s and share of ``peak``, the ms per update at ``peak``,
     and its matmul kernels' share of the time and FLOP/s."""
-    flops = sac_update_flops(model, args.batch_size, fused_update)
+    flops = sac_update_flops(model, args.batch_size, fused_update=train is not sb3_train)
     achieved = flops / (median_ms / 1e3)
     report = {"flops_per_update": flops, "achieved_flops": achieved, "utilisation": achieved / peak,
               "ms_per_update_at_peak": 1e3 * flops / peak}
     if args.profile_updates > 0:
-        share, matmul_s = matmul_time(model, fused_update, args.profile_updates, args.batch_size)
+        share, matmul_s = matmul_time(model, train, args.profile_updates, args.batch_size)
         report["matmul_time_share"] = share
         report["matmul_flops"] = flops / matmul_s if matmul_s > 0 else float("nan")
     return report
@@ -116,10 +130,11 @@ def cpu_model() -> str:
 def plot(median_ms: dict[str, float], path: Path, title: str) -> None:
     with saved_figure(path, figsize=(6, 3.5), dpi=120) as (fig, ax):
         names = list(median_ms)
-        ax.bar(names, [median_ms[name] for name in names], color=["tab:gray", "tab:gray", "tab:blue", "tab:blue"])
+        colors = ["tab:gray" if VARIANTS[name][0] is sb3_train else "tab:blue" for name in names]
+        ax.bar(names, [median_ms[name] for name in names], color=colors)
         ax.set_ylabel("ms per gradient step (median)")
         ax.set_title(title, fontsize=9)
-        ax.tick_params(axis="x", labelsize=8)
+        ax.tick_params(axis="x", labelsize=7, labelrotation=15)
 
 
 def main() -> None:
@@ -138,6 +153,7 @@ def main() -> None:
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     peak = matmul_peak_flops(th.device("cpu"), args.peak_size, repeats=5)
+    peak_bf16 = matmul_peak_flops(th.device("cpu"), args.peak_size, repeats=5, dtype=th.bfloat16)
 
     models = {name: warmed_up_sac(args.env, fused_adam, args) for name, (_, fused_adam) in VARIANTS.items()}
     for name, model in models.items():  # untimed: first calls allocate and warm the caches
@@ -154,6 +170,7 @@ def main() -> None:
         "median_ms_per_update": median_ms,
         "ratio_to_sb3": {name: median_ms[name] / median_ms["sb3"] for name in VARIANTS},
         "matmul_peak_flops": peak,
+        "matmul_peak_flops_bfloat16": peak_bf16,
         "distance_from_peak": {
             name: distance_from_peak(model, VARIANTS[name][0], median_ms[name], peak, args)
             for name, model in models.items()
@@ -163,7 +180,8 @@ def main() -> None:
     (args.out / "sac_update.json").write_text(json.dumps(report, indent=1))
     title = f"SAC gradient step, {args.env}, batch {args.batch_size}, {args.threads} thread(s)"
     plot(median_ms, args.out / "sac_update.png", title)
-    shown = ("machine", "median_ms_per_update", "ratio_to_sb3", "matmul_peak_flops", "distance_from_peak")
+    shown = ("machine", "median_ms_per_update", "ratio_to_sb3", "matmul_peak_flops", "matmul_peak_flops_bfloat16",
+             "distance_from_peak")
     print(json.dumps({k: report[k] for k in shown}, indent=1))
 
 
