@@ -54,7 +54,7 @@ def hand_written_bf16_train(model: SAC, gradient_steps: int, batch_size: int) ->
 
 
 TrainFunction = Callable[[SAC, int, int], None]
-# name -> (gradient steps, fused Adam?)
+# name -> (the function that runs the gradient steps, fused Adam?)
 VARIANTS: dict[str, tuple[TrainFunction, bool]] = {
     "sb3": (sb3_train, False),
     "sb3_fused_adam": (sb3_train, True),

@@ -5,7 +5,7 @@ actor), and the actor's also computes the critics' weight gradients, which it th
 CPU these small networks are bound by matmuls and per-call overhead, so that work shows.
 :func:`fused_sac_train` builds the three losses, lets the actor loss's gradient reach only the
 critics' inputs (not their weights), computes all gradients in one backward pass, then steps the
-three optimisers. Two implementations of that step, equal up to float rounding:
+three optimisers. Two implementations of that step, equal up to float rounding in float32:
 
 * :func:`mlp_fused_sac_train` writes the backward pass of SB3's ``MlpPolicy`` out by hand (linear
   layers and ReLUs, the squashed Gaussian, the twin-critic minimum), with the rows of both actor
@@ -18,7 +18,9 @@ three optimisers. Two implementations of that step, equal up to float rounding:
   built), for any policy whose critics follow SB3's ``ContinuousCritic`` interface.
 
 :func:`fused_sac_train` picks the first when the policy is an MLP it can differentiate and the second
-otherwise. docs/benchmarks.md has the times per step on SafeHopper-v0 sizes.
+otherwise. docs/benchmarks.md has the times per step on SafeHopper-v0 sizes. Where a log-std sits at its
+lower clamp (a std of ``exp(-20)``), SB3's log-prob, computed from ``(mean + std * noise) - mean``, loses
+the mean's gradient to float32 cancellation; the hand-written step computes it from the noise and keeps it.
 
 One difference from SB3's order: the actor loss uses the critics *before* this step's critic
 update (SB3 rebuilds it after the update), as the actor and critic updates of Haarnoja et al.'s
@@ -36,16 +38,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.distributions import SquashedDiagGaussianDistribution
+from stable_baselines3.common.policies import ContinuousCritic
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.sac import SAC
-from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN
+from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor
 from torch import nn
 from torch.nn import functional as F
 
+# The dtypes the hidden-to-hidden matmuls of the hand-written step can compute in.
 HIDDEN_PRECISIONS = {"float32": th.float32, "bfloat16": th.bfloat16}
+# The Gaussian log-density's constant term, per action dimension.
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
@@ -84,13 +90,16 @@ def fused_sac_train(model: SAC, gradient_steps: int, batch_size: int, hidden_pre
     :raises ValueError: on an unknown precision, or bfloat16 with a policy the hand-written step does
         not support
     """
+    hidden_dtype = _hidden_dtype(hidden_precision)
     reason = mlp_step_unsupported(model)
     if reason is None:
-        mlp_fused_sac_train(model, gradient_steps, batch_size, hidden_precision)
-        return
-    if _hidden_dtype(hidden_precision) != th.float32:
-        raise ValueError(f"fused_sac_train: hidden_precision={hidden_precision!r} needs the hand-written step, but {reason}")
-    autograd_fused_sac_train(model, gradient_steps, batch_size)
+        _train(model, gradient_steps, batch_size, _MlpStep(model, hidden_dtype))
+    elif hidden_dtype != th.float32:
+        raise ValueError(
+            f"fused_sac_train: hidden_precision={hidden_precision!r} needs the hand-written step, but {reason}"
+        )
+    else:
+        autograd_fused_sac_train(model, gradient_steps, batch_size)
 
 
 def autograd_fused_sac_train(model: SAC, gradient_steps: int, batch_size: int) -> None:
@@ -117,67 +126,83 @@ def mlp_fused_sac_train(model: SAC, gradient_steps: int, batch_size: int, hidden
         :class:`~sb3_safe.common.dynamics.GaussianEnsemble`'s ``precision``). Not in SAC's paper.
     :raises ValueError: on an unknown precision or a policy the step does not support
     """
+    hidden_dtype = _hidden_dtype(hidden_precision)
     reason = mlp_step_unsupported(model)
     if reason is not None:
         raise ValueError(f"mlp_fused_sac_train: {reason}")
-    _train(model, gradient_steps, batch_size, _MlpStep(model, _hidden_dtype(hidden_precision)))
+    _train(model, gradient_steps, batch_size, _MlpStep(model, hidden_dtype))
 
 
 def mlp_step_unsupported(model: SAC) -> str | None:
     """Why :func:`mlp_fused_sac_train` cannot update ``model``, or None when it can.
 
-    It needs: non-image Box observations, ``FlattenExtractor`` features, ReLU MLPs (``nn.Sequential`` of ``nn.Linear`` and
-    ``nn.ReLU``) for the actor's latent network and every critic, linear mean and log-std heads, no
-    gSDE, no batch norm, and optimisers over exactly those layers' parameters.
+    It needs SB3's own classes (``Actor``, ``ContinuousCritic``, the squashed Gaussian, ``FlattenExtractor``
+    features) on non-image Box observations; ReLU MLPs (``nn.Sequential`` of ``nn.Linear`` and ``nn.ReLU``)
+    for the actor's latent network and every critic; linear mean and log-std heads; no gSDE, no batch
+    norm; and optimisers over exactly those layers' parameters (all trainable) and ``log_ent_coef``.
 
     :param model: a SAC (or subclass) instance with its networks built
     """
-    actor, critic = model.actor, model.critic
+    actor, critic, critic_target = model.actor, model.critic, model.critic_target
     if not isinstance(model.observation_space, spaces.Box) or is_image_space(model.observation_space):
         return "only non-image Box observations are supported"
     if model.use_sde:
         return "gSDE (use_sde=True) is not supported"
     if model.batch_norm_stats:
         return "batch normalisation is not supported"
-    extractors = (actor.features_extractor, critic.features_extractor, model.critic_target.features_extractor)
+    if not (type(actor) is Actor and type(critic) is type(critic_target) is ContinuousCritic):
+        return "the actor and critics must be SB3's Actor and ContinuousCritic classes"
+    if type(actor.action_dist) is not SquashedDiagGaussianDistribution:
+        return "the actor must use SB3's squashed Gaussian distribution"
+    extractors = (actor.features_extractor, critic.features_extractor, critic_target.features_extractor)
     if not all(type(extractor) is FlattenExtractor for extractor in extractors):
         return "only FlattenExtractor features are supported"
     if not (type(actor.mu) is nn.Linear and type(actor.log_std) is nn.Linear):
         return "the actor's mean and log-std heads must be nn.Linear"
-    nets = [actor.latent_pi, *critic.q_networks, *model.critic_target.q_networks]
-    relu_last = [True] + [False] * (len(nets) - 1)
-    if not all(_relu_mlp_layers(net, last) is not None for net, last in zip(nets, relu_last)):
+    nets = [(actor.latent_pi, True)] + [(net, False) for net in (*critic.q_networks, *critic_target.q_networks)]
+    if not all(_is_relu_mlp(net, relu_last) for net, relu_last in nets):
         return "the actor's latent network and the critics must be nn.Linear layers with nn.ReLU between them"
-    actor_layers = [*(_relu_mlp_layers(actor.latent_pi, True) or []), actor.mu, actor.log_std]
-    critic_layers = [layer for net in critic.q_networks for layer in (_relu_mlp_layers(net, False) or [])]
-    for name, layers, optimizer in (("actor", actor_layers, actor.optimizer), ("critic", critic_layers, critic.optimizer)):
-        expected = {id(p) for layer in layers for p in (layer.weight, layer.bias)}
-        if None in (layer.bias for layer in layers) or expected != {id(p) for p in _optimized(optimizer)}:
-            return f"the {name} optimiser must update exactly the weights and biases of its linear layers"
+    actor_layers = [*_linear_layers(actor.latent_pi), actor.mu, actor.log_std]
+    critic_layers = [layer for net in critic.q_networks for layer in _linear_layers(net)]
+    trained = (("actor", actor_layers, actor.optimizer), ("critic", critic_layers, critic.optimizer))
+    for name, layers, optimizer in trained:
+        if any(layer.bias is None for layer in layers):
+            return f"the {name}'s linear layers must have biases"
+        params = [param for layer in layers for param in (layer.weight, layer.bias)]
+        if not all(param.requires_grad for param in params) or {id(p) for p in params} != _ids(optimizer):
+            return f"the {name} optimiser must update exactly the (trainable) weights and biases of its linear layers"
+    if model.ent_coef_optimizer is not None and _ids(model.ent_coef_optimizer) != {id(model.log_ent_coef)}:
+        return "the entropy coefficient's optimiser must update log_ent_coef alone"
     return None
 
 
-def _relu_mlp_layers(net: nn.Module, relu_last: bool) -> list[nn.Linear] | None:
-    """The linear layers of ``net`` if it is ``Linear, ReLU, ..., Linear`` (followed by a ReLU when
-    ``relu_last``), else None."""
+def _is_relu_mlp(net: nn.Module, relu_last: bool) -> bool:
+    """Whether ``net`` is ``nn.Sequential(Linear, ReLU, ..., Linear)``, followed by a ReLU when ``relu_last``
+    (then it may also be empty)."""
     if type(net) is not nn.Sequential:
-        return None
+        return False
     modules = list(net)
-    linear_layers = modules[0::2]
-    relus = modules[1::2]
+    linear_layers, relus = modules[0::2], modules[1::2]
     expected_relus = len(linear_layers) if relu_last else len(linear_layers) - 1
-    if not all(type(m) is nn.Linear for m in linear_layers) or len(relus) != max(expected_relus, 0):
-        return None
-    if not all(type(m) is nn.ReLU for m in relus) or (not relu_last and not linear_layers):
-        return None
-    return linear_layers
+    return (
+        (relu_last or len(linear_layers) > 0)
+        and len(relus) == expected_relus
+        and all(type(m) is nn.Linear for m in linear_layers)
+        and all(type(m) is nn.ReLU for m in relus)
+    )
 
 
-def _optimized(optimizer: th.optim.Optimizer) -> list[th.Tensor]:
-    return [param for group in optimizer.param_groups for param in group["params"]]
+def _linear_layers(net: nn.Sequential) -> list[nn.Linear]:
+    return [module for module in net if isinstance(module, nn.Linear)]
+
+
+def _ids(optimizer: th.optim.Optimizer) -> set[int]:
+    """The identities of the tensors ``optimizer`` updates."""
+    return {id(param) for group in optimizer.param_groups for param in group["params"]}
 
 
 def _hidden_dtype(hidden_precision: str) -> th.dtype:
+    """The torch dtype of ``hidden_precision``, checked."""
     if hidden_precision not in HIDDEN_PRECISIONS:
         raise ValueError(f"hidden_precision must be one of {sorted(HIDDEN_PRECISIONS)}, got {hidden_precision!r}")
     return HIDDEN_PRECISIONS[hidden_precision]
@@ -229,10 +254,12 @@ def _mean(values: list[th.Tensor]) -> float:
 def _target_q_values(
     model: SAC, data: ReplayBufferSamples, next_q_values: th.Tensor, next_log_prob: th.Tensor, ent_coef: th.Tensor
 ) -> th.Tensor:
-    """SAC's soft TD target from the target critics' values ``(batch, n_critics)`` at ``(s', a')``."""
+    """SAC's soft TD target from the target critics' values ``(batch, n_critics)`` at ``(s', a')``, in their dtype
+    (whatever the buffer's reward dtype)."""
     discounts = data.discounts if data.discounts is not None else model.gamma
     soft_values = next_q_values.min(dim=1, keepdim=True).values - ent_coef * next_log_prob
-    return data.rewards + (1 - data.dones) * discounts * soft_values
+    rewards, dones = data.rewards.to(soft_values.dtype), data.dones.to(soft_values.dtype)
+    return rewards + (1 - dones) * discounts * soft_values
 
 
 class _AutogradStep:
@@ -290,6 +317,21 @@ def _set_requires_grad(module: nn.Module, requires_grad: bool) -> None:
         param.requires_grad_(requires_grad)
 
 
+@dataclass
+class _ActorPass:
+    """The actor's stacked pass over ``[s; s']`` that the backward pass reads: the latent activations, the
+    log-std before its clamp, the std, the Gaussian noise, the squashed actions, ``1 - action^2`` and the
+    log-probs (each with rows ``[:batch]`` for ``s`` and ``[batch:]`` for ``s'``)."""
+
+    latent: list[th.Tensor]
+    raw_log_std: th.Tensor
+    std: th.Tensor
+    noise: th.Tensor
+    actions: th.Tensor
+    one_minus_squared: th.Tensor
+    log_prob: th.Tensor
+
+
 class _MlpStep:
     """One fused step with the backward pass written out for SB3's ``MlpPolicy`` (see
     :func:`mlp_step_unsupported`); autograd is off throughout.
@@ -307,57 +349,68 @@ class _MlpStep:
         self.model = model
         self.hidden_dtype = hidden_dtype
         actor = model.actor
-        self.latent_layers = _relu_mlp_layers(actor.latent_pi, relu_last=True) or []
-        self.critic_layers = [_relu_mlp_layers(net, relu_last=False) or [] for net in model.critic.q_networks]
-        self.target_layers = [_relu_mlp_layers(net, relu_last=False) or [] for net in model.critic_target.q_networks]
+        self.latent_layers = _linear_layers(actor.latent_pi)
+        self.critic_layers = [_linear_layers(net) for net in model.critic.q_networks]
+        self.target_layers = [_linear_layers(net) for net in model.critic_target.q_networks]
         self.squash_epsilon = float(actor.action_dist.epsilon)  # type: ignore[attr-defined]
 
     def __call__(self, data: ReplayBufferSamples) -> StepLosses:
-        model, actor = self.model, self.model.actor
         with th.no_grad():
             observations = data.observations.flatten(1).float()
             next_observations = data.next_observations.flatten(1).float()
-            batch, obs_dim = observations.shape
-            stacked_obs = th.cat([observations, next_observations])
-            latent = self._forward(self.latent_layers, stacked_obs, relu_last=True)
-            mean = F.linear(latent[-1], actor.mu.weight, actor.mu.bias)
-            raw_log_std = F.linear(latent[-1], actor.log_std.weight, actor.log_std.bias)
-            log_std = raw_log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-            std = log_std.exp()
-            # Drawn as SB3's actor draws them (s first, then s'), so both implementations see the same noise.
-            noise = th.cat([th.empty_like(mean[:batch]).normal_(), th.empty_like(mean[batch:]).normal_()])
-            actions = th.tanh(mean + noise * std)
-            one_minus_squared = 1 - actions**2
-            log_prob = (-0.5 * noise**2 - log_std - LOG_SQRT_2PI).sum(dim=1, keepdim=True) - th.log(
-                one_minus_squared + self.squash_epsilon
-            ).sum(dim=1, keepdim=True)
-            log_prob_pi, next_log_prob = log_prob[:batch], log_prob[batch:]
-            ent_coef, ent_coef_loss = self._entropy_coefficient(log_prob_pi)
+            batch = len(observations)
+            policy = self._actor_forward(th.cat([observations, next_observations]), batch)
+            ent_coef, ent_coef_loss = self._entropy_coefficient(policy.log_prob[:batch])
+            target_q_values = self._target_q_values(data, next_observations, policy, ent_coef)
 
-            next_inputs = th.cat([next_observations, actions[batch:]], dim=1)
-            next_q_values = th.cat([self._forward(layers, next_inputs, relu_last=False)[-1] for layers in self.target_layers], 1)
-            target_q_values = _target_q_values(model, data, next_q_values, next_log_prob, ent_coef)
-
-            critic_inputs = th.cat([th.cat([observations, data.actions.float()], 1), th.cat([observations, actions[:batch]], 1)])
-            critic_activations = [self._forward(layers, critic_inputs, relu_last=False) for layers in self.critic_layers]
-            q_values = th.cat([activations[-1] for activations in critic_activations], dim=1)
+            critic_inputs = th.cat([
+                th.cat([observations, data.actions.float()], dim=1),
+                th.cat([observations, policy.actions[:batch]], dim=1),
+            ])
+            activations = [self._forward(layers, critic_inputs, relu_last=False) for layers in self.critic_layers]
+            q_values = th.cat([critic[-1] for critic in activations], dim=1)
             current_q, q_pi = q_values[:batch], q_values[batch:]
             critic_loss = 0.5 * ((current_q - target_q_values) ** 2).mean(dim=0).sum()
             min_q_pi, min_index = q_pi.min(dim=1, keepdim=True)
-            actor_loss = (ent_coef * log_prob_pi - min_q_pi).mean()
+            actor_loss = (ent_coef * policy.log_prob[:batch] - min_q_pi).mean()
 
             # d loss / d q: the critic loss on rows [:batch], minus the actor loss's min-Q on rows [batch:].
-            critics = th.arange(len(self.critic_layers), device=q_values.device)
-            grad_q = th.cat([(current_q - target_q_values) / batch, -(min_index == critics).to(q_values.dtype) / batch])
-            grad_actions = sum(
-                self._backward(layers, activations, grad_q[:, i : i + 1], batch, relu_last=False, input_columns=obs_dim)
-                for i, (layers, activations) in enumerate(zip(self.critic_layers, critic_activations))
-            )
-            self._actor_backward(
-                [a[:batch] for a in latent], grad_actions, actions[:batch], one_minus_squared[:batch],
-                noise[:batch], std[:batch], raw_log_std[:batch], ent_coef / batch,
-            )
-        return StepLosses(ent_coef=ent_coef.reshape(()), ent_coef_loss=ent_coef_loss, actor_loss=actor_loss, critic_loss=critic_loss)
+            critic_index = th.arange(len(self.critic_layers), device=q_values.device)
+            grad_q = th.cat([current_q - target_q_values, -(min_index == critic_index).to(q_values.dtype)]) / batch
+            grad_actions = th.zeros_like(policy.actions[:batch])
+            for index, (layers, critic) in enumerate(zip(self.critic_layers, activations)):
+                grad_actions += self._backward(
+                    layers, critic, grad_q[:, index : index + 1], batch, relu_last=False,
+                    input_columns=observations.shape[1],
+                )
+            self._actor_backward(policy, batch, grad_actions, grad_log_prob=ent_coef / batch)
+        return StepLosses(
+            ent_coef=ent_coef.reshape(()), ent_coef_loss=ent_coef_loss, actor_loss=actor_loss, critic_loss=critic_loss
+        )
+
+    def _actor_forward(self, stacked_observations: th.Tensor, batch: int) -> _ActorPass:
+        """The actor's pass over ``[s; s']``, with actions and log-probs sampled as SB3's actor samples them."""
+        actor = self.model.actor
+        latent = self._forward(self.latent_layers, stacked_observations, relu_last=True)
+        mean = F.linear(latent[-1], actor.mu.weight, actor.mu.bias)
+        raw_log_std = F.linear(latent[-1], actor.log_std.weight, actor.log_std.bias)
+        log_std = raw_log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        std = log_std.exp()
+        # Drawn as SB3's actor draws them (s first, then s'), so both implementations see the same noise.
+        noise = th.cat([th.empty_like(mean[:batch]).normal_(), th.empty_like(mean[batch:]).normal_()])
+        actions = th.tanh(mean + noise * std)
+        one_minus_squared = 1 - actions**2
+        gaussian_log_prob = (-0.5 * noise**2 - log_std - LOG_SQRT_2PI).sum(dim=1, keepdim=True)
+        log_prob = gaussian_log_prob - th.log(one_minus_squared + self.squash_epsilon).sum(dim=1, keepdim=True)
+        return _ActorPass(latent, raw_log_std, std, noise, actions, one_minus_squared, log_prob)
+
+    def _target_q_values(
+        self, data: ReplayBufferSamples, next_observations: th.Tensor, policy: _ActorPass, ent_coef: th.Tensor
+    ) -> th.Tensor:
+        batch = len(next_observations)
+        next_inputs = th.cat([next_observations, policy.actions[batch:]], dim=1)
+        next_q_values = [self._forward(layers, next_inputs, relu_last=False)[-1] for layers in self.target_layers]
+        return _target_q_values(self.model, data, th.cat(next_q_values, dim=1), policy.log_prob[batch:], ent_coef)
 
     def _entropy_coefficient(self, log_prob_pi: th.Tensor) -> tuple[th.Tensor, th.Tensor | None]:
         """The coefficient this step uses and, when it is learned, its loss (its gradient set)."""
@@ -371,34 +424,29 @@ class _MlpStep:
         return th.exp(log_ent_coef), -(log_ent_coef * gap).mean()
 
     def _actor_backward(
-        self,
-        latent: list[th.Tensor],
-        grad_actions: th.Tensor,
-        actions: th.Tensor,
-        one_minus_squared: th.Tensor,
-        noise: th.Tensor,
-        std: th.Tensor,
-        raw_log_std: th.Tensor,
-        grad_log_prob: th.Tensor,
+        self, policy: _ActorPass, batch: int, grad_actions: th.Tensor, grad_log_prob: th.Tensor
     ) -> None:
-        """Set the actor's gradients from d loss / d action and d loss / d log-prob (``ent_coef / batch``).
+        """Set the actor's gradients from d loss / d action and d loss / d log-prob (``ent_coef / batch``) of
+        the pass's rows ``[:batch]``.
 
         With ``u = mean + std * noise`` and ``action = tanh(u)``, the log-prob is
         ``sum(-noise^2 / 2 - log_std - log sqrt(2 pi)) - sum(log(1 - action^2 + eps))``: its Gaussian part
         depends on the parameters only through ``-log_std`` (``noise`` is fixed), its squash part through ``u``.
         """
         actor = self.model.actor
+        actions, one_minus_squared = policy.actions[:batch], policy.one_minus_squared[:batch]
         grad_u = grad_actions * one_minus_squared + grad_log_prob * 2 * actions * one_minus_squared / (
             one_minus_squared + self.squash_epsilon
         )
+        raw_log_std = policy.raw_log_std[:batch]
         inside_clamp = (raw_log_std >= LOG_STD_MIN) & (raw_log_std <= LOG_STD_MAX)
-        grad_log_std = (grad_u * noise * std - grad_log_prob) * inside_clamp
-        features = latent[-1]
+        grad_log_std = (grad_u * policy.noise[:batch] * policy.std[:batch] - grad_log_prob) * inside_clamp
+        latent = [activation[:batch] for activation in policy.latent]
         for head, grad in ((actor.mu, grad_u), (actor.log_std, grad_log_std)):
-            head.weight.grad = grad.t() @ features
+            head.weight.grad = grad.t() @ latent[-1]
             head.bias.grad = grad.sum(dim=0)
         grad_latent = grad_u @ actor.mu.weight + grad_log_std @ actor.log_std.weight
-        self._backward(self.latent_layers, latent, grad_latent, len(features), relu_last=True, input_columns=None)
+        self._backward(self.latent_layers, latent, grad_latent, batch, relu_last=True, input_columns=None)
 
     def _layer_dtype(self, index: int, n_layers: int, relu_last: bool) -> th.dtype:
         """The hidden dtype for layers between two hidden layers; float32 for the input and output layers."""

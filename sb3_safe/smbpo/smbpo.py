@@ -171,8 +171,9 @@ class SMBPO(SafetyStatsMixin, SAC):
     :param sac_hidden_precision: ``"float32"`` (default) or ``"bfloat16"``: with ``fused_sac_update``, the
         dtype of the SAC networks' hidden-to-hidden matmuls (mixed precision: parameters, optimiser state
         and the input and output layers stay float32; see
-        :func:`~sb3_safe.common.sac_update.mlp_fused_sac_train`). Needs an MLP policy with ReLU
-        activations. Not in the paper
+        :func:`~sb3_safe.common.sac_update.mlp_fused_sac_train`). Needs a policy that step supports (SB3's
+        ``MlpPolicy`` with ReLU activations and its default optimisers; see
+        :func:`~sb3_safe.common.sac_update.mlp_step_unsupported`). Not in the paper
     :param _init_setup_model: whether to build the networks at creation
     """
 
@@ -349,12 +350,11 @@ class SMBPO(SafetyStatsMixin, SAC):
             )
         if self.model_precision not in PRECISIONS:
             raise ValueError(f"SMBPO: model_precision must be one of {sorted(PRECISIONS)}, got {self.model_precision!r}")
-        if self.sac_hidden_precision not in HIDDEN_PRECISIONS:
-            raise ValueError(
-                f"SMBPO: sac_hidden_precision must be one of {sorted(HIDDEN_PRECISIONS)}, got {self.sac_hidden_precision!r}"
-            )
-        if self.sac_hidden_precision != "float32" and not self.fused_sac_update:
-            raise ValueError(f"SMBPO: sac_hidden_precision={self.sac_hidden_precision!r} needs fused_sac_update=True")
+        precision = self.sac_hidden_precision
+        if precision not in HIDDEN_PRECISIONS:
+            raise ValueError(f"SMBPO: sac_hidden_precision must be one of {sorted(HIDDEN_PRECISIONS)}, got {precision!r}")
+        if precision != "float32" and not self.fused_sac_update:
+            raise ValueError(f"SMBPO: sac_hidden_precision={precision!r} needs fused_sac_update=True")
         self._check_penalty()
         if self.n_steps != 1:
             raise ValueError("SMBPO does not support n-step returns (n_steps must be 1)")
@@ -422,7 +422,9 @@ class SMBPO(SafetyStatsMixin, SAC):
     def _check_sac_update_supported(self) -> None:
         reason = mlp_step_unsupported(self) if self.sac_hidden_precision != "float32" else None
         if reason is not None:
-            raise ValueError(f"SMBPO: sac_hidden_precision={self.sac_hidden_precision!r} needs the hand-written SAC step, but {reason}")
+            raise ValueError(
+                f"SMBPO: sac_hidden_precision={self.sac_hidden_precision!r} needs the hand-written SAC step, but {reason}"
+            )
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
         """SB3's ``set_env``; the unsafe predicate is looked up again on the new env."""
