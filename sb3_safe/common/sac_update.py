@@ -49,8 +49,8 @@ from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor
 from torch import nn
 from torch.nn import functional as F
 
-# The dtypes the hidden-to-hidden matmuls of the hand-written step can compute in.
-HIDDEN_PRECISIONS = {"float32": th.float32, "bfloat16": th.bfloat16}
+from sb3_safe.common.dynamics import PRECISIONS
+
 # The Gaussian log-density's constant term, per action dimension.
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -202,19 +202,25 @@ def _ids(optimizer: th.optim.Optimizer) -> set[int]:
 
 
 def _hidden_dtype(hidden_precision: str) -> th.dtype:
-    """The torch dtype of ``hidden_precision``, checked."""
-    if hidden_precision not in HIDDEN_PRECISIONS:
-        raise ValueError(f"hidden_precision must be one of {sorted(HIDDEN_PRECISIONS)}, got {hidden_precision!r}")
-    return HIDDEN_PRECISIONS[hidden_precision]
+    """The torch dtype of ``hidden_precision`` (the ensemble's precisions), checked."""
+    if hidden_precision not in PRECISIONS:
+        raise ValueError(f"hidden_precision must be one of {sorted(PRECISIONS)}, got {hidden_precision!r}")
+    return PRECISIONS[hidden_precision]
+
+
+def _sac_optimizers(model: SAC) -> list[th.optim.Optimizer]:
+    """The actor's, the critics' and (when learned) the entropy coefficient's optimisers."""
+    optimizers = [model.actor.optimizer, model.critic.optimizer]
+    if model.ent_coef_optimizer is not None:
+        optimizers.append(model.ent_coef_optimizer)
+    return optimizers
 
 
 def _train(model: SAC, gradient_steps: int, batch_size: int, step: GradientStep) -> None:
     """SB3's ``SAC.train`` loop around ``step``: learning rates, minibatches, optimiser steps, target
     updates and logger keys."""
     model.policy.set_training_mode(True)
-    optimizers = [model.actor.optimizer, model.critic.optimizer]
-    if model.ent_coef_optimizer is not None:
-        optimizers.append(model.ent_coef_optimizer)
+    optimizers = _sac_optimizers(model)
     model._update_learning_rate(optimizers)
 
     critic_params = list(model.critic.parameters())
@@ -268,9 +274,7 @@ class _AutogradStep:
 
     def __init__(self, model: SAC) -> None:
         self.model = model
-        self.optimizers = [model.actor.optimizer, model.critic.optimizer]
-        if model.ent_coef_optimizer is not None:
-            self.optimizers.append(model.ent_coef_optimizer)
+        self.optimizers = _sac_optimizers(model)
 
     def __call__(self, data: ReplayBufferSamples) -> StepLosses:
         model = self.model

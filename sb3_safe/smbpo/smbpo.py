@@ -32,7 +32,7 @@ from sb3_safe.common.action_spaces import sac_action_space_checked
 from sb3_safe.common.cost import env_name, read_vec_costs
 from sb3_safe.common.dynamics import PRECISIONS, EnsembleFitResult, GaussianEnsemble, fit_ensemble
 from sb3_safe.common.float_modes import denormals_flushed
-from sb3_safe.common.sac_update import HIDDEN_PRECISIONS, fused_sac_train, mlp_step_unsupported
+from sb3_safe.common.sac_update import fused_sac_train, mlp_step_unsupported
 from sb3_safe.common.safety_stats import SafetyStats, SafetyStatsMixin
 from sb3_safe.smbpo.buffers import SMBPOReplayBuffer
 from sb3_safe.smbpo.penalty import deterministic_penalty, stochastic_penalty
@@ -351,8 +351,8 @@ class SMBPO(SafetyStatsMixin, SAC):
         if self.model_precision not in PRECISIONS:
             raise ValueError(f"SMBPO: model_precision must be one of {sorted(PRECISIONS)}, got {self.model_precision!r}")
         precision = self.sac_hidden_precision
-        if precision not in HIDDEN_PRECISIONS:
-            raise ValueError(f"SMBPO: sac_hidden_precision must be one of {sorted(HIDDEN_PRECISIONS)}, got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"SMBPO: sac_hidden_precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if precision != "float32" and not self.fused_sac_update:
             raise ValueError(f"SMBPO: sac_hidden_precision={precision!r} needs fused_sac_update=True")
         self._check_penalty()
