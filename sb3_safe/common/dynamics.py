@@ -61,6 +61,17 @@ class EnsembleLinear(nn.Module):
 PRECISIONS = {"float32": th.float32, "bfloat16": th.bfloat16}
 
 
+def precision_dtype(precision: str, name: str) -> th.dtype:
+    """The torch dtype of ``precision``, a key of ``PRECISIONS``.
+
+    :param precision: the precision's name
+    :param name: how the error message names the parameter (e.g. ``"SMBPO: model_precision"``)
+    :return: its torch dtype"""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{name} must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    return PRECISIONS[precision]
+
+
 def _run_layers(layers: nn.Sequential, x: th.Tensor, full_precision: bool) -> th.Tensor:
     for layer in layers:
         x = layer(x, full_precision) if isinstance(layer, EnsembleLinear) else layer(x)
@@ -126,8 +137,7 @@ class GaussianEnsemble(nn.Module):
         precision: str = "float32",
     ) -> None:
         super().__init__()
-        if precision not in PRECISIONS:
-            raise ValueError(f"GaussianEnsemble: precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        hidden_dtype = precision_dtype(precision, "GaussianEnsemble: precision")
         for name, value in (
             ("obs_dim", obs_dim),
             ("action_dim", action_dim),
@@ -144,7 +154,6 @@ class GaussianEnsemble(nn.Module):
         self.output_dim = obs_dim + 1
         self.has_violation_head = violation_head
         self.precision = precision
-        hidden_dtype = PRECISIONS[precision]
 
         self.trunk = _ensemble_mlp(
             n_members, [self.input_dim] + [hidden_size] * n_trunk_layers, relu_last=True, hidden_dtype=hidden_dtype,

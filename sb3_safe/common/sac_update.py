@@ -49,7 +49,7 @@ from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_safe.common.dynamics import PRECISIONS
+from sb3_safe.common.dynamics import precision_dtype
 
 # The Gaussian log-density's constant term, per action dimension.
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -90,7 +90,7 @@ def fused_sac_train(model: SAC, gradient_steps: int, batch_size: int, hidden_pre
     :raises ValueError: on an unknown precision, or bfloat16 with a policy the hand-written step does
         not support
     """
-    hidden_dtype = _hidden_dtype(hidden_precision)
+    hidden_dtype = precision_dtype(hidden_precision, "hidden_precision")
     reason = mlp_step_unsupported(model)
     if reason is None:
         _train(model, gradient_steps, batch_size, _MlpStep(model, hidden_dtype))
@@ -126,7 +126,7 @@ def mlp_fused_sac_train(model: SAC, gradient_steps: int, batch_size: int, hidden
         :class:`~sb3_safe.common.dynamics.GaussianEnsemble`'s ``precision``). Not in SAC's paper.
     :raises ValueError: on an unknown precision or a policy the step does not support
     """
-    hidden_dtype = _hidden_dtype(hidden_precision)
+    hidden_dtype = precision_dtype(hidden_precision, "hidden_precision")
     reason = mlp_step_unsupported(model)
     if reason is not None:
         raise ValueError(f"mlp_fused_sac_train: {reason}")
@@ -199,13 +199,6 @@ def _linear_layers(net: nn.Sequential) -> list[nn.Linear]:
 def _ids(optimizer: th.optim.Optimizer) -> set[int]:
     """The identities of the tensors ``optimizer`` updates."""
     return {id(param) for group in optimizer.param_groups for param in group["params"]}
-
-
-def _hidden_dtype(hidden_precision: str) -> th.dtype:
-    """The torch dtype of ``hidden_precision`` (the ensemble's precisions), checked."""
-    if hidden_precision not in PRECISIONS:
-        raise ValueError(f"hidden_precision must be one of {sorted(PRECISIONS)}, got {hidden_precision!r}")
-    return PRECISIONS[hidden_precision]
 
 
 def _sac_optimizers(model: SAC) -> list[th.optim.Optimizer]:

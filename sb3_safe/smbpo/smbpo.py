@@ -30,7 +30,7 @@ from stable_baselines3.sac.policies import SACPolicy
 
 from sb3_safe.common.action_spaces import sac_action_space_checked
 from sb3_safe.common.cost import env_name, read_vec_costs
-from sb3_safe.common.dynamics import PRECISIONS, EnsembleFitResult, GaussianEnsemble, fit_ensemble
+from sb3_safe.common.dynamics import EnsembleFitResult, GaussianEnsemble, fit_ensemble, precision_dtype
 from sb3_safe.common.float_modes import denormals_flushed
 from sb3_safe.common.sac_update import fused_sac_train, mlp_step_unsupported
 from sb3_safe.common.safety_stats import SafetyStats, SafetyStatsMixin
@@ -348,11 +348,9 @@ class SMBPO(SafetyStatsMixin, SAC):
             raise ValueError(
                 f"SMBPO: termination_fn must be None or a callable obs -> bool array, got {self.termination_fn!r}"
             )
-        if self.model_precision not in PRECISIONS:
-            raise ValueError(f"SMBPO: model_precision must be one of {sorted(PRECISIONS)}, got {self.model_precision!r}")
+        precision_dtype(self.model_precision, "SMBPO: model_precision")
         precision = self.sac_hidden_precision
-        if precision not in PRECISIONS:
-            raise ValueError(f"SMBPO: sac_hidden_precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        precision_dtype(precision, "SMBPO: sac_hidden_precision")
         if precision != "float32" and not self.fused_sac_update:
             raise ValueError(f"SMBPO: sac_hidden_precision={precision!r} needs fused_sac_update=True")
         self._check_penalty()
