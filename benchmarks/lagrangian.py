@@ -89,11 +89,9 @@ import importlib
 import inspect
 import io
 import json
-import multiprocessing
 import os
 import platform
 import time
-from collections.abc import Iterator
 from contextlib import redirect_stdout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -104,6 +102,7 @@ import numpy as np
 import torch as th
 import yaml
 from bench_params import parse_overrides
+from bench_pool import imap_runs
 from bench_plots import saved_figure
 from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -597,20 +596,6 @@ def plan_runs(args: argparse.Namespace, settings: dict[str, dict[str, Any]]) -> 
     return specs
 
 
-def init_worker() -> None:
-    th.set_num_threads(1)
-
-
-def run_all(specs: list[RunSpec], jobs: int) -> Iterator[RunResult]:
-    """The results of ``specs`` in their order, from this process (``jobs == 1``) or ``jobs`` workers."""
-    if jobs == 1:
-        yield from map(run_one, specs)
-        return
-    # spawn, not fork: forking a process whose torch thread pools are running can deadlock.
-    with multiprocessing.get_context("spawn").Pool(jobs, initializer=init_worker) as pool:
-        yield from pool.imap(run_one, specs, chunksize=1)
-
-
 def mean_std(values: list[float]) -> dict[str, float]:
     array = np.asarray(values, dtype=np.float64)
     return {"mean": float(np.nanmean(array)), "std": float(np.nanstd(array)), "n": int(array.size)}
@@ -756,7 +741,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = resolve_settings(args)
     specs = plan_runs(args, settings)
     results: list[RunResult] = []
-    for result in run_all(specs, args.jobs):
+    for result in imap_runs(run_one, specs, args.jobs):
         results.append(result)
         print_run(result)
     summary, ratios, ratios_per_seed = summarise(results)

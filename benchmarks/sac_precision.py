@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 from bench_plots import saved_figure
+from bench_pool import imap_runs
 from smbpo import RunTrace, TraceCallback, final_evaluation
 from stable_baselines3 import SAC
 
@@ -95,19 +94,6 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         **final_evaluation(model, spec.env_id, spec.eval_episodes, spec.seed),
         "wall_s": wall_s,
     }
-
-
-def init_worker() -> None:
-    th.set_num_threads(1)
-
-
-def run_all(specs: list[RunSpec], jobs: int) -> Iterator[dict[str, Any]]:
-    if jobs == 1:
-        yield from map(run_one, specs)
-        return
-    # spawn, not fork: forking a process whose torch thread pools are running can deadlock.
-    with multiprocessing.get_context("spawn").Pool(jobs, initializer=init_worker) as pool:
-        yield from pool.imap(run_one, specs, chunksize=1)
 
 
 def mean_se(values: list[float]) -> dict[str, float]:
@@ -184,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for seed in args.seeds for precision in PRECISIONS
     ]
     runs = []
-    for run in run_all(specs, args.jobs):
+    for run in imap_runs(run_one, specs, args.jobs):
         runs.append(run)
         print(f"seed {run['seed']} {run['precision']}: {run['violations_after_warmup']} falls after the warm-up, "
               f"evaluation return {run['eval_return']:.1f}, {run['wall_s']:.0f} s", flush=True)
