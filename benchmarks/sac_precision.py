@@ -9,9 +9,12 @@ same warm-up, then paths that the rounding alone separates), and the script repo
 falls after the warm-up, the final deterministic evaluation return and the training returns, with the
 paired differences (bfloat16 minus float32) and their standard errors across seeds.
 
-Settings as the SAC of ``benchmarks/smbpo.py`` (SMBPO's per-env target entropy, 2 x 256 networks, batch 256,
-learning rate 3e-4, fused Adam, 1e6 buffer), with ``--gradient-steps`` updates per env step. Runs go to
-``--jobs`` worker processes with one torch thread each. Writes ``<out>/sac_precision.json`` (every run's
+Settings of the SAC part of SMBPO's benchmark runs (``benchmarks/smbpo.py``: SMBPO's per-env target entropy,
+2 x 256 networks, batch 256, critic learning rate 3e-4, 1e6 buffer, and, as its ``fused_sac_update``, fused Adam),
+except that the actor's learning rate is the critic's (SB3's single one; SMBPO's is 1e-4), that the SAC
+optimisers' denormal floats are not flushed (SMBPO flushes them, which matters mostly for the speed), and
+``--gradient-steps`` updates per env step. Runs go to ``--jobs`` worker processes with one torch thread each; with
+more than one, the wall times are those of processes sharing the machine. Writes ``<out>/sac_precision.json`` (every run's
 trace and the summary) and ``<out>/sac_precision.png`` (cumulative falls and evaluation returns).
 
 Usage::
@@ -28,6 +31,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -61,7 +65,7 @@ class RunSpec:
     env_id: str
     seed: int
     precision: str
-    steps: int
+    total_steps: int
     learning_starts: int
     gradient_steps: int
     target_entropy: float
@@ -86,7 +90,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     )
     trace = RunTrace()
     start = time.perf_counter()
-    model.learn(spec.steps, callback=TraceCallback(trace, spec.learning_starts))
+    model.learn(spec.total_steps, callback=TraceCallback(trace, spec.learning_starts))
     wall_s = time.perf_counter() - start
     return {
         **asdict(spec),
@@ -107,7 +111,7 @@ def last_train_returns(run: dict[str, Any], episodes: int = 10) -> float:
     return float(np.mean(returns)) if returns else float("nan")
 
 
-METRICS = {
+METRICS: dict[str, Callable[[dict[str, Any]], float]] = {
     "violations_after_warmup": lambda run: float(run["violations_after_warmup"]),
     "eval_return": lambda run: run["eval_return"],
     "eval_violations": lambda run: run["eval_violations"],
@@ -117,8 +121,9 @@ METRICS = {
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per precision, mean and standard error over seeds of each metric; over the seeds run in both
-    precisions, the paired difference bfloat16 - float32 of each."""
+    """Per precision, mean and standard error over that precision's runs of each metric; over the seeds run in
+    both precisions, the paired difference bfloat16 - float32 of each (so with unpaired seeds, the difference is
+    not the difference of the two means)."""
     by_key = {(run["seed"], run["precision"]): run for run in runs}
     paired = sorted({seed for seed, _ in by_key if all((seed, p) in by_key for p in PRECISIONS)})
     summary: dict[str, Any] = {"paired_seeds": paired}
@@ -157,7 +162,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-episodes", type=int, default=10, help="deterministic episodes of the final evaluation")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (one torch thread each)")
     parser.add_argument("--out", type=Path, default=Path("bench_out/sac_precision"))
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds must not repeat a seed, got {args.seeds}")
+    if args.steps <= args.learning_starts:
+        parser.error(f"--steps ({args.steps}) must exceed --learning-starts ({args.learning_starts})")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -3,9 +3,13 @@
 ``benchmarks/smbpo.py`` evaluates the policy of one step, the last. Training changes the policy ten times per env
 step, and its evaluation return can swing by more than a thousand within a few hundred steps
 (docs/benchmarks.md). This script continues a checkpoint of that benchmark (SMBPO or SB3 SAC: ``model.zip`` and
-``replay_buffer.pkl``) for ``--steps`` env steps with its own settings, records every training episode that
-ends (length, return, fall), saves the actor's weights every ``--every`` steps, and then evaluates each saved
-actor with frozen weights over ``--episodes`` deterministic and as many sampled episodes. Episode ``i`` of every
+``replay_buffer.pkl``) for ``--steps`` env steps with the settings saved in it (SB3 SAC's denormal flushing,
+``benchmarks/smbpo.py --sac-flush-denormals``, is not one of them), on the CPU, records every training episode
+that ends (length, return, fall), saves the actor's weights every ``--every`` steps, and then evaluates each
+saved actor with frozen weights over ``--episodes`` deterministic and as many sampled episodes. The snapshot of
+step ``t`` is the policy that acted at env step ``t``: it has the updates of the steps before ``t``, not those of
+step ``t`` itself (SB3 trains after the step's callback), whereas ``benchmarks/smbpo.py``'s ``step_<t>`` checkpoint
+has them. Episode ``i`` of every
 evaluation starts from ``reset(seed=--first-reset-seed + i)``, so all snapshots and both algorithms face the same
 start states (SB3's ``evaluate_policy`` and ``evaluate_safe_policy`` seed only the first reset, hence the
 episode loop here). A resumed run's random streams restart, so the continuation is one path of the run, not the
@@ -18,6 +22,8 @@ Usage::
 
     python benchmarks/smbpo_snapshots.py --algo smbpo --checkpoint <out-dir>/smbpo_checkpoint/step_55000 \\
         --steps 3000 --every 250 --out bench_out/snapshots_smbpo
+
+(``benchmarks/smbpo.py`` keeps only its latest ``step_<n>`` folder; copy one to keep it.)
 """
 
 from __future__ import annotations
@@ -38,33 +44,34 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
 import sb3_safe  # noqa: F401 - registers the safe envs
-from sb3_safe.smbpo import SMBPO
+from sb3_safe.common.cost import read_cost, read_violation
 
 
 class SnapshotCallback(BaseCallback):
-    """Records the training episodes that end (one env) and copies the actor's weights every ``every`` steps."""
+    """Records the training episodes that end (one env) and copies the actor's weights every ``every`` steps: the
+    weights that chose that step's action (the callback runs before SB3's update of the step)."""
 
     def __init__(self, every: int) -> None:
         super().__init__()
         self.every = every
         self.start_step = 0
-        self.episode_start = 0
         self.episodes: list[dict[str, Any]] = []
         self.snapshots: list[tuple[int, dict[str, th.Tensor]]] = []
 
     def _on_training_start(self) -> None:
-        self.start_step = self.episode_start = self.num_timesteps
+        if self.training_env.num_envs != 1:
+            raise ValueError(f"SnapshotCallback records one env's episodes, the run has {self.training_env.num_envs}")
+        self.start_step = self.num_timesteps
 
     def _on_step(self) -> bool:
         if self.locals["dones"][0]:
             info = self.locals["infos"][0]
             self.episodes.append({
                 "end": self.num_timesteps,
-                "length": self.num_timesteps - self.episode_start,
+                "length": int(info["episode"]["l"]),
                 "return": float(info["episode"]["r"]),
-                "fell": bool(info.get("violation", False)),
+                "fell": read_violation(info, read_cost(info, "snapshot run", self.num_timesteps)),
             })
-            self.episode_start = self.num_timesteps
         if (self.num_timesteps - self.start_step) % self.every == 0:
             self.snapshots.append((self.num_timesteps, copy.deepcopy(self.model.actor.state_dict())))  # type: ignore[attr-defined]
         return True
@@ -80,12 +87,13 @@ def episode(model: BaseAlgorithm, env: gym.Env, reset_seed: int, deterministic: 
         total += float(reward)
         length += 1
         if terminated or truncated:
-            return total, bool(info.get("violation", False)), length
+            return total, read_violation(info, read_cost(info, "evaluation", length)), length
 
 
 def evaluate(model: BaseAlgorithm, env_id: str, reset_seeds: list[int], deterministic: bool) -> dict[str, Any]:
     env = gym.make(env_id)
     results = [episode(model, env, seed, deterministic) for seed in reset_seeds]
+    env.close()
     returns, falls, lengths = (np.array(column, dtype=float) for column in zip(*results))
     return {"return": float(returns.mean()), "falls": float(falls.mean()), "len": float(lengths.mean()),
             "returns": returns.round(1).tolist()}
@@ -97,9 +105,7 @@ def continue_and_snapshot(args: argparse.Namespace) -> dict[str, Any]:
     start_step = model.num_timesteps
     callback = SnapshotCallback(args.every)
     start = time.perf_counter()
-    model.learn(args.steps, callback=callback, reset_num_timesteps=False)
-    if isinstance(model, SMBPO):
-        model.wait_for_model_fit()
+    model.learn(args.steps, callback=callback, reset_num_timesteps=False)  # SMBPO's learn waits for its last fit
     train_s = time.perf_counter() - start
     reset_seeds = [args.first_reset_seed + i for i in range(args.episodes)]
     evaluations = {}

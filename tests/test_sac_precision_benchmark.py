@@ -1,4 +1,4 @@
-"""benchmarks/sac_precision.py: each run trains with the precision it names; seeds are paired across precisions."""
+"""benchmarks/sac_precision.py: each run trains with the precision it names; a seed's two runs share their warm-up."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ bench = load_benchmark("sac_precision")
 
 def _spec(precision: str) -> Any:
     return bench.RunSpec(
-        env_id="SafePendulum-v0", seed=3, precision=precision, steps=120, learning_starts=100,
+        env_id="SafePendulum-v0", seed=3, precision=precision, total_steps=120, learning_starts=100,
         gradient_steps=2, target_entropy=-1.0, eval_episodes=1,
     )
 
@@ -61,3 +61,20 @@ def test_the_summary_pairs_only_seeds_run_in_both_precisions() -> None:
     assert falls["bfloat16_minus_float32"]["se"] == pytest.approx(3.0)
     assert summary["eval_return"]["bfloat16_minus_float32"]["mean"] == pytest.approx(10.0)
     assert summary["last_10_train_returns"]["float32"]["mean"] == pytest.approx(2.0)
+
+
+def test_a_seeds_two_precisions_share_the_warm_up_and_then_part() -> None:
+    float32, bfloat16 = (bench.run_one(_spec(precision)) for precision in bench.PRECISIONS)
+
+    # The warm-up's random actions come from the seed alone; only the updates after it differ.
+    assert float32["violations_at_warmup_end"] == bfloat16["violations_at_warmup_end"]
+    warmup_episodes = [step for step in float32["episode_end_steps"] if step <= 100]
+    assert warmup_episodes == [step for step in bfloat16["episode_end_steps"] if step <= 100]
+
+
+@pytest.mark.parametrize(
+    "argv", [["--seeds", "0", "0"], ["--steps", "100", "--learning-starts", "100"], ["--jobs", "0"]]
+)
+def test_bad_arguments_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv)
