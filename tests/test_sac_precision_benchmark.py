@@ -63,7 +63,7 @@ def test_the_summary_pairs_only_seeds_run_in_both_precisions() -> None:
     assert summary["last_10_train_returns"]["float32"]["mean"] == pytest.approx(2.0)
 
 
-def test_a_seeds_two_precisions_share_the_warm_up_and_then_part() -> None:
+def test_a_seeds_two_precisions_share_the_warm_up() -> None:
     float32, bfloat16 = (bench.run_one(_spec(precision)) for precision in bench.PRECISIONS)
 
     # The warm-up's random actions come from the seed alone; only the updates after it differ.
