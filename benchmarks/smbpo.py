@@ -12,7 +12,10 @@ SMBPO's is the paper's 1e-4 (its default ``actor_learning_rate``), SAC's SB3's 3
 * the matmul peak of the device, measured with a torch micro-benchmark at the start of the run,
   and the resulting utilisation (FLOPs per env step / time per env step / float32 peak); the
   bfloat16 peak is measured too, for runs with ``--model-precision bfloat16``;
-* the final deterministic evaluation (mean return, cost and violations over ``--eval-episodes``);
+* the final deterministic evaluation (mean return, cost and violations over ``--eval-episodes``); with
+  ``--eval-snapshots K``, of the policies of the last K steps ``--snapshot-every`` apart (the last being the
+  final policy), each over the same start states, and their means: one snapshot's return can swing by more
+  than a thousand within a few hundred steps on SafeHopper-v0 (docs/benchmarks.md);
 * where SMBPO's time goes: ``--profile-steps`` more training steps of the trained SMBPO under
   cProfile, split into SAC updates, model fits, model rollouts and the rest (env stepping,
   acting, buffers, logging). Profiling slows Python, so these steps are not in the timings above.
@@ -38,6 +41,7 @@ Smoke run (minutes, numbers only meaningful as a check that everything runs)::
 from __future__ import annotations
 
 import argparse
+import copy
 import cProfile
 import json
 import pstats
@@ -124,9 +128,44 @@ class Checkpoint:
         return model, RunTrace(**json.loads((folder / "trace.json").read_text()))
 
 
+class ActorSnapshots:
+    """The actor's weights at the ``count - 1`` steps ``every`` apart before ``last_step``, saved in ``directory``
+    as a run passes them (the last snapshot, of ``last_step``, is the trained model itself).
+
+    Files rather than memory, so that a run stopped and resumed within the window keeps the snapshots it took
+    before the stop; a resumed run passing a step again overwrites that step's file with its own path's actor.
+    A snapshot of step ``t`` is taken where the checkpoints are (the start of the next rollout), so it holds
+    step ``t``'s updates, like the ``step_<t>`` checkpoint and unlike ``benchmarks/smbpo_snapshots.py``'s.
+    """
+
+    def __init__(self, directory: Path, last_step: int, count: int, every: int) -> None:
+        self.directory = directory
+        self.last_step = last_step
+        self.steps = [last_step - every * i for i in range(count - 1, 0, -1)]
+
+    def path(self, step: int) -> Path:
+        return self.directory / f"step_{step}.pt"
+
+    def save_if_due(self, model: BaseAlgorithm) -> None:
+        if model.num_timesteps in self.steps:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            th.save(model.actor.state_dict(), self.path(model.num_timesteps))  # type: ignore[attr-defined]
+
+    def load(self) -> list[tuple[int, dict[str, th.Tensor]]]:
+        """Every saved snapshot before the last step, oldest first."""
+        missing = [step for step in self.steps if not self.path(step).exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"no actor snapshot of steps {missing} in {self.directory}: the run passed them without "
+                "--eval-snapshots (or with a smaller one), so only --eval-snapshots 1 can evaluate it"
+            )
+        return [(step, th.load(self.path(step), weights_only=True)) for step in self.steps]
+
+
 class TraceCallback(BaseCallback):
     """Records violations, episode returns and the wall time after the warm-up; saves a
-    checkpoint every ``checkpoint_every`` env steps and at the end of training (the saving is not timed)."""
+    checkpoint every ``checkpoint_every`` env steps and at the end of training (the saving is not timed),
+    and the actor snapshots of ``snapshots``."""
 
     def __init__(
         self,
@@ -135,6 +174,7 @@ class TraceCallback(BaseCallback):
         every: int = 100,
         checkpoint: Checkpoint | None = None,
         checkpoint_every: int = 0,
+        snapshots: ActorSnapshots | None = None,
     ) -> None:
         super().__init__()
         self.trace = trace
@@ -142,6 +182,7 @@ class TraceCallback(BaseCallback):
         self.every = every
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
+        self.snapshots = snapshots
         self.segment_start: float | None = None
         self.last_saved_step: int | None = None
 
@@ -198,6 +239,8 @@ class TraceCallback(BaseCallback):
         # SB3 stores a step's transition after the step callbacks and trains after the rollout, so
         # the start of the next rollout is the first point at which the buffers and the networks
         # are complete for the steps done so far.
+        if self.snapshots is not None:
+            self.snapshots.save_if_due(self.model)  # about a millisecond, so left in the timed work
         if self.checkpoint_every and self.num_timesteps % self.checkpoint_every == 0:
             self._close_segment()
             self._save_checkpoint()
@@ -391,12 +434,20 @@ def train(algo: str, args: argparse.Namespace) -> tuple[OffPolicyAlgorithm, RunT
                 "buffer has overwritten nothing)"
             )
         grow_replay_buffer(model, args.buffer_size)
-    callback = TraceCallback(trace, args.learning_starts, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
+    callback = TraceCallback(
+        trace, args.learning_starts, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
+        snapshots=actor_snapshots(algo, args),
+    )
     flush = denormals_flushed() if sac_flushes_denormals(algo, args) else nullcontext()
     if model.num_timesteps < args.steps:
         with flush:
             model.learn(args.steps - model.num_timesteps, callback=callback, reset_num_timesteps=restored is None)
     return model, trace
+
+
+def actor_snapshots(algo: str, args: argparse.Namespace) -> ActorSnapshots:
+    """Where ``algo``'s run keeps the snapshots that ``--eval-snapshots`` evaluates besides the final policy."""
+    return ActorSnapshots(args.out_dir / f"{algo}_snapshots", args.steps, args.eval_snapshots, args.snapshot_every)
 
 
 def algorithm_result(algo: str, args: argparse.Namespace, peak: float, peak_bf16: float) -> dict[str, Any]:
@@ -414,7 +465,7 @@ def algorithm_result(algo: str, args: argparse.Namespace, peak: float, peak_bf16
     result: dict[str, Any] = {
         "run": settings,
         **asdict(trace),
-        **final_evaluation(model, args.env, args.eval_episodes, args.seed),
+        **snapshot_evaluation(model, actor_snapshots(algo, args), args.env, args.eval_episodes, args.seed),
         "violations_total": trace.violations,
         "sac_flush_denormals": sac_flushes_denormals(algo, args),
         "wall_s_per_env_step": per_step_s,
@@ -443,7 +494,8 @@ def run_settings(args: argparse.Namespace, algo: str) -> dict[str, Any]:
     ``cpu_cores`` is what the run occupies: ``--threads``, plus one for SMBPO's background model fit, so
     SAC with ``--threads 2`` pairs with SMBPO with ``--threads 1 --background-model-fit``.
     """
-    keys = ("env", "steps", "learning_starts", "gradient_steps", "batch_size", "buffer_size", "seed", "device")
+    keys = ("env", "steps", "learning_starts", "gradient_steps", "batch_size", "buffer_size", "seed", "device",
+            "eval_episodes", "eval_snapshots", "snapshot_every")
     # --model-precision is left out: SAC has no model, so one SAC run pairs with SMBPO runs of either precision.
     settings = {key: getattr(args, key) for key in keys}
     settings["cpu_cores"] = args.threads + int(algo == "smbpo" and args.background_model_fit)
@@ -470,9 +522,12 @@ def combined_report(results: dict[str, dict[str, Any]], args: argparse.Namespace
         results["smbpo"], results["sac"], "wall_s_per_env_step", "violations_after_warmup",
         hint=" (results in --out-dir; use a fresh --out-dir)",
     )
+    sac_return = results["sac"]["eval_return"]
+    return_ratio = results["smbpo"]["eval_return"] / sac_return if sac_return > 0 else float("nan")
     return {"env": args.env, "device": str(device), "args": {k: str(v) for k, v in vars(args).items()},
             "algorithms": results, "time_ratio_smbpo_over_sac": time_ratio,
-            "violations_after_warmup_ratio_smbpo_over_sac": falls_ratio}
+            "violations_after_warmup_ratio_smbpo_over_sac": falls_ratio,
+            "eval_return_ratio_smbpo_over_sac": return_ratio}
 
 
 def final_evaluation(model: BaseAlgorithm, env_id: str, n_episodes: int, seed: int) -> dict[str, float]:
@@ -487,6 +542,21 @@ def final_evaluation(model: BaseAlgorithm, env_id: str, n_episodes: int, seed: i
     }
 
 
+def snapshot_evaluation(
+    model: BaseAlgorithm, snapshots: ActorSnapshots, env_id: str, n_episodes: int, seed: int
+) -> dict[str, Any]:
+    """:func:`final_evaluation` of every snapshot and of the final policy, all from the same start states, and
+    their means; the model's actor is the final one again afterwards."""
+    final_weights = copy.deepcopy(model.actor.state_dict())  # type: ignore[attr-defined]
+    evaluations = []
+    for step, weights in [*snapshots.load(), (snapshots.last_step, final_weights)]:
+        model.actor.load_state_dict(weights)  # type: ignore[attr-defined]
+        evaluations.append({"step": step, **final_evaluation(model, env_id, n_episodes, seed)})
+    model.actor.load_state_dict(final_weights)  # type: ignore[attr-defined]
+    means = {key: float(np.mean([e[key] for e in evaluations])) for key in ("eval_return", "eval_cost", "eval_violations")}
+    return {**means, "eval_snapshots": evaluations}
+
+
 def plot(results: dict[str, dict[str, Any]], path: Path, env_id: str) -> None:
     with saved_figure(path, 1, 2, figsize=(11, 4), dpi=120) as (fig, (left, right)):
         for name, result in results.items():
@@ -498,7 +568,7 @@ def plot(results: dict[str, dict[str, Any]], path: Path, env_id: str) -> None:
         right.legend()
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="SafeHopper-v0")
     parser.add_argument("--steps", type=int, default=30_000)
@@ -533,6 +603,10 @@ def main() -> None:
                              "flushed to zero, a reference: SB3 keeps them, SMBPO flushes them in its train()")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-episodes", type=int, default=10, help="deterministic episodes of the final evaluation")
+    parser.add_argument("--eval-snapshots", type=int, default=1,
+                        help="evaluate the policies of the last K steps --snapshot-every apart, the final one included, "
+                             "and report their means (1: the final policy only)")
+    parser.add_argument("--snapshot-every", type=int, default=250, help="env steps between the evaluated snapshots")
     parser.add_argument("--profile-steps", type=int, default=250, help="SMBPO steps under cProfile at the end (0: none; 250 = one model fit)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -541,15 +615,23 @@ def main() -> None:
     parser.add_argument("--algos", default="sac,smbpo", help="comma-separated subset of sac,smbpo to train in this process")
     parser.add_argument("--checkpoint-every", type=int, default=0, help="save the run every N env steps (0: never)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out-dir")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.steps <= args.learning_starts:
         parser.error("--steps must exceed --learning-starts (the timing covers the steps after the warm-up)")
-    algos = args.algos.split(",")
-    if unknown := set(algos) - set(ALGORITHMS):
+    if args.eval_snapshots < 1 or args.snapshot_every < 1 or (args.eval_snapshots - 1) * args.snapshot_every >= args.steps:
+        parser.error(f"--eval-snapshots {args.eval_snapshots} every --snapshot-every {args.snapshot_every} steps must "
+                     f"be at least 1 each and fit within --steps {args.steps}")
+    if unknown := set(args.algos.split(",")) - set(ALGORITHMS):
         parser.error(f"--algos: unknown {sorted(unknown)}; choose from {sorted(ALGORITHMS)}")
-    if args.background_model_fit and "sac" in algos:
+    if args.background_model_fit and "sac" in args.algos.split(","):
         parser.error("--background-model-fit: SMBPO then occupies --threads + 1 cores, so its SAC pair runs in its "
                      "own process with one more thread: --algos smbpo here, --algos sac --threads N+1 separately")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    algos = args.algos.split(",")
     th.set_num_threads(args.threads)
     device = th.device("cuda" if args.device == "auto" and th.cuda.is_available() else
                        ("cpu" if args.device == "auto" else args.device))
@@ -561,6 +643,9 @@ def main() -> None:
         result = algorithm_result(algo, args, peak, peak_bf16)
         (args.out_dir / f"{algo}_result.json").write_text(json.dumps(result, indent=1))
         print(json.dumps({algo: {k: v for k, v in result.items() if not isinstance(v, list)}}, indent=1))
+        if args.eval_snapshots > 1:
+            print(f"{algo} evaluation return per snapshot:",
+                  ", ".join(f"{e['step']}: {e['eval_return']:.1f}" for e in result["eval_snapshots"]))
     result_files = {algo: args.out_dir / f"{algo}_result.json" for algo in ALGORITHMS}
     if not all(path.exists() for path in result_files.values()):
         return

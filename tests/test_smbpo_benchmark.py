@@ -27,7 +27,7 @@ def tiny_args(out_dir: Path, resume: bool) -> argparse.Namespace:
         checkpoint_every=100, resume=resume, background_model_fit=False,
         fused_sac_update=False, rollout_batch_size=5, rollout_horizon=3, rollout_freq=1, model_buffer_size=2000,
         model_gradient_steps=20, model_initial_gradient_steps=50, model_precision="float32", sac_flush_denormals=False,
-        sac_hidden_precision=None,
+        sac_hidden_precision=None, eval_episodes=1, eval_snapshots=1, snapshot_every=250,
     )
 
 
@@ -170,12 +170,17 @@ def test_sac_trains_with_denormals_flushed_only_when_asked(
 
 def test_results_from_different_settings_are_not_combined(tmp_path: Path) -> None:
     args = tiny_args(tmp_path, resume=False)
-    sac = {"run": bench.run_settings(args, "sac"), "wall_s_per_env_step": 0.1, "violations_after_warmup": 4}
-    smbpo = {**sac, "run": {**sac["run"], "seed": 1}, "violations_after_warmup": 1}
+    sac = {"run": bench.run_settings(args, "sac"), "wall_s_per_env_step": 0.1, "violations_after_warmup": 4,
+           "eval_return": 200.0}
+    smbpo = {**sac, "run": {**sac["run"], "seed": 1}, "violations_after_warmup": 1, "eval_return": 300.0}
     with pytest.raises(ValueError, match="different settings"):
         bench.combined_report({"sac": sac, "smbpo": smbpo}, args, "cpu")
+    for other_evaluation in ({"eval_snapshots": 12}, {"snapshot_every": 100}, {"eval_episodes": 20}):
+        with pytest.raises(ValueError, match="different settings"):
+            bench.combined_report({"sac": sac, "smbpo": {**smbpo, "run": {**sac["run"], **other_evaluation}}}, args, "cpu")
     report = bench.combined_report({"sac": sac, "smbpo": {**smbpo, "run": sac["run"]}}, args, "cpu")
     assert report["violations_after_warmup_ratio_smbpo_over_sac"] == 0.25
+    assert report["eval_return_ratio_smbpo_over_sac"] == 1.5
 
 
 def test_sac_on_two_threads_pairs_with_smbpo_on_one_thread_and_a_background_fit(tmp_path: Path) -> None:
@@ -183,3 +188,80 @@ def test_sac_on_two_threads_pairs_with_smbpo_on_one_thread_and_a_background_fit(
     background = argparse.Namespace(**{**vars(tiny_args(tmp_path, resume=False)), "background_model_fit": True})
     assert bench.run_settings(two_threads, "sac") == bench.run_settings(background, "smbpo")
     assert bench.run_settings(background, "sac") != bench.run_settings(background, "smbpo")
+
+
+def snapshot_args(out_dir: Path, **changes: object) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(tiny_args(out_dir, resume=False)), "checkpoint_every": 0, **changes})
+
+
+def actor_weights(model: bench.OffPolicyAlgorithm) -> dict[str, th.Tensor]:
+    return {name: tensor.clone() for name, tensor in model.actor.state_dict().items()}
+
+
+def assert_same_weights(first: dict[str, th.Tensor], second: dict[str, th.Tensor]) -> None:
+    assert first.keys() == second.keys()
+    assert all(th.equal(first[name], second[name]) for name in first)
+
+
+def test_each_evaluated_snapshot_is_the_policy_a_run_stopped_at_its_step_ends_with(tmp_path: Path) -> None:
+    args = snapshot_args(tmp_path / "long", eval_snapshots=3, snapshot_every=50)
+    model, _ = bench.train("sac", args)
+    final = actor_weights(model)
+    snapshots = bench.actor_snapshots("sac", args)
+    assert snapshots.steps == [200, 250]
+    saved = dict(snapshots.load())
+    stopped = {step: bench.train("sac", snapshot_args(tmp_path / str(step), steps=step))[0] for step in (200, 250)}
+    for step, short_run in stopped.items():
+        assert_same_weights(saved[step], actor_weights(short_run))
+
+    result = bench.snapshot_evaluation(model, snapshots, args.env, 2, args.seed)
+
+    assert [e["step"] for e in result["eval_snapshots"]] == [200, 250, 300]
+    for evaluated, short_run in zip(result["eval_snapshots"], stopped.values()):
+        assert evaluated == {"step": evaluated["step"], **bench.final_evaluation(short_run, args.env, 2, args.seed)}
+    assert_same_weights(actor_weights(model), final)  # the final policy is restored after the snapshots
+    assert result["eval_snapshots"][-1] == {"step": 300, **bench.final_evaluation(model, args.env, 2, args.seed)}
+    for key in ("eval_return", "eval_cost", "eval_violations"):
+        assert result[key] == pytest.approx(np.mean([e[key] for e in result["eval_snapshots"]]))
+
+
+def test_a_run_stopped_inside_the_snapshot_window_keeps_the_snapshots_it_took(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save = bench.Checkpoint.save
+
+    def save_then_stop_at_200(self, model, trace) -> None:  # type: ignore[no-untyped-def]
+        save(self, model, trace)
+        if model.num_timesteps == 200:
+            raise Interrupted
+
+    windowed = {"eval_snapshots": 3, "snapshot_every": 50, "checkpoint_every": 100}
+    monkeypatch.setattr(bench.Checkpoint, "save", save_then_stop_at_200)
+    with pytest.raises(Interrupted):
+        bench.train("sac", snapshot_args(tmp_path, **windowed))
+    monkeypatch.setattr(bench.Checkpoint, "save", save)
+    before_stop = bench.actor_snapshots("sac", snapshot_args(tmp_path, **windowed)).path(200).read_bytes()
+
+    model, _ = bench.train("sac", snapshot_args(tmp_path, **windowed, resume=True))
+
+    snapshots = bench.actor_snapshots("sac", snapshot_args(tmp_path, **windowed))
+    assert [step for step, _ in snapshots.load()] == [200, 250]
+    assert snapshots.path(200).read_bytes() == before_stop
+    assert len(bench.snapshot_evaluation(model, snapshots, "SafePendulum-v0", 1, 0)["eval_snapshots"]) == 3
+
+
+def test_a_run_that_passed_the_window_without_snapshots_is_not_evaluated_as_if_it_had(tmp_path: Path) -> None:
+    model, _ = bench.train("sac", snapshot_args(tmp_path, checkpoint_every=100))
+    asked = snapshot_args(tmp_path, checkpoint_every=100, resume=True, eval_snapshots=3, snapshot_every=50)
+    model, _ = bench.train("sac", asked)  # the finished run: nothing more to train
+    with pytest.raises(FileNotFoundError, match=r"no actor snapshot of steps \[200, 250\]"):
+        bench.snapshot_evaluation(model, bench.actor_snapshots("sac", asked), asked.env, 1, 0)
+
+
+def test_snapshot_arguments_must_fit_the_run() -> None:
+    base = ["--steps", "600", "--learning-starts", "300"]
+    assert bench.parse_args([*base, "--eval-snapshots", "3", "--snapshot-every", "200"]).eval_snapshots == 3
+    for bad in (["--eval-snapshots", "4", "--snapshot-every", "200"], ["--eval-snapshots", "0"],
+                ["--snapshot-every", "0"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args([*base, *bad])
