@@ -133,7 +133,8 @@ class ActorSnapshots:
     as a run passes them (the last snapshot, of ``last_step``, is the trained model itself).
 
     Files rather than memory, so that a run stopped and resumed within the window keeps the snapshots it took
-    before the stop; a resumed run passing a step again overwrites that step's file with its own path's actor.
+    before the stop; a resumed run passing a step again overwrites that step's file with its own path's actor,
+    and a new run starts by removing the folder, so no snapshot of another run is evaluated as this one's.
     A snapshot of step ``t`` is taken where the checkpoints are (the start of the next rollout), so it holds
     step ``t``'s updates, like the ``step_<t>`` checkpoint and unlike ``benchmarks/smbpo_snapshots.py``'s.
     """
@@ -144,22 +145,35 @@ class ActorSnapshots:
         self.steps = [last_step - every * i for i in range(count - 1, 0, -1)]
 
     def path(self, step: int) -> Path:
+        """The file of step ``step``'s snapshot."""
         return self.directory / f"step_{step}.pt"
 
+    def clear(self) -> None:
+        """Remove every snapshot, for a new run in a folder that may hold an earlier run's."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
     def save_if_due(self, model: BaseAlgorithm) -> None:
+        """Save the actor when ``model`` is at one of the snapshot steps."""
         if model.num_timesteps in self.steps:
             self.directory.mkdir(parents=True, exist_ok=True)
             th.save(model.actor.state_dict(), self.path(model.num_timesteps))  # type: ignore[attr-defined]
 
-    def load(self) -> list[tuple[int, dict[str, th.Tensor]]]:
-        """Every saved snapshot before the last step, oldest first."""
-        missing = [step for step in self.steps if not self.path(step).exists()]
+    def check_taken_before(self, step: int) -> None:
+        """Raise if a snapshot step before ``step`` (where a resumed run starts) has no file: the run would
+        otherwise train to its end and only then find that it cannot be evaluated."""
+        missing = [t for t in self.steps if t < step and not self.path(t).exists()]
         if missing:
             raise FileNotFoundError(
                 f"no actor snapshot of steps {missing} in {self.directory}: the run passed them without "
-                "--eval-snapshots (or with a smaller one), so only --eval-snapshots 1 can evaluate it"
+                "--eval-snapshots (or with a smaller one or another --snapshot-every), so it can be evaluated only "
+                "at snapshots it took (--eval-snapshots 1: the final policy)"
             )
-        return [(step, th.load(self.path(step), weights_only=True)) for step in self.steps]
+
+    def load(self) -> list[tuple[int, dict[str, th.Tensor]]]:
+        """Every saved snapshot before the last step, oldest first, on the CPU (``load_state_dict`` copies them to
+        the model's device)."""
+        self.check_taken_before(self.last_step)
+        return [(step, th.load(self.path(step), map_location="cpu", weights_only=True)) for step in self.steps]
 
 
 class TraceCallback(BaseCallback):
@@ -434,9 +448,12 @@ def train(algo: str, args: argparse.Namespace) -> tuple[OffPolicyAlgorithm, RunT
                 "buffer has overwritten nothing)"
             )
         grow_replay_buffer(model, args.buffer_size)
+    snapshots = actor_snapshots(algo, args)
+    if restored is None:
+        snapshots.clear()
+    snapshots.check_taken_before(model.num_timesteps)  # a resumed run takes the later ones itself
     callback = TraceCallback(
-        trace, args.learning_starts, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
-        snapshots=actor_snapshots(algo, args),
+        trace, args.learning_starts, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every, snapshots=snapshots
     )
     flush = denormals_flushed() if sac_flushes_denormals(algo, args) else nullcontext()
     if model.num_timesteps < args.steps:
@@ -492,12 +509,15 @@ def run_settings(args: argparse.Namespace, algo: str) -> dict[str, Any]:
     """The settings both algorithms' results must share to be compared.
 
     ``cpu_cores`` is what the run occupies: ``--threads``, plus one for SMBPO's background model fit, so
-    SAC with ``--threads 2`` pairs with SMBPO with ``--threads 1 --background-model-fit``.
+    SAC with ``--threads 2`` pairs with SMBPO with ``--threads 1 --background-model-fit``. With ``--eval-snapshots``
+    above 1 the evaluation settings are among them, so that the two evaluation returns are comparable.
     """
-    keys = ("env", "steps", "learning_starts", "gradient_steps", "batch_size", "buffer_size", "seed", "device",
-            "eval_episodes", "eval_snapshots", "snapshot_every")
+    keys = ("env", "steps", "learning_starts", "gradient_steps", "batch_size", "buffer_size", "seed", "device")
     # --model-precision is left out: SAC has no model, so one SAC run pairs with SMBPO runs of either precision.
     settings = {key: getattr(args, key) for key in keys}
+    if args.eval_snapshots > 1:
+        # Only then, so that results of runs made before --eval-snapshots existed still pair with new ones.
+        settings.update({key: getattr(args, key) for key in ("eval_episodes", "eval_snapshots", "snapshot_every")})
     settings["cpu_cores"] = args.threads + int(algo == "smbpo" and args.background_model_fit)
     return settings
 
@@ -523,6 +543,7 @@ def combined_report(results: dict[str, dict[str, Any]], args: argparse.Namespace
         hint=" (results in --out-dir; use a fresh --out-dir)",
     )
     sac_return = results["sac"]["eval_return"]
+    # A ratio of returns reads as "x times SAC's" only for a positive SAC return (not on SafePendulum-v0).
     return_ratio = results["smbpo"]["eval_return"] / sac_return if sac_return > 0 else float("nan")
     return {"env": args.env, "device": str(device), "args": {k: str(v) for k, v in vars(args).items()},
             "algorithms": results, "time_ratio_smbpo_over_sac": time_ratio,
@@ -535,6 +556,7 @@ def final_evaluation(model: BaseAlgorithm, env_id: str, n_episodes: int, seed: i
     env = gym.make(env_id)
     env.reset(seed=seed + 10_000)
     returns, _, costs, violations = evaluate_safe_policy(model, env, n_episodes, return_episode_rewards=True)
+    env.close()
     return {
         "eval_return": float(sum(returns) / len(returns)),
         "eval_cost": float(sum(costs) / len(costs)),
@@ -546,15 +568,18 @@ def snapshot_evaluation(
     model: BaseAlgorithm, snapshots: ActorSnapshots, env_id: str, n_episodes: int, seed: int
 ) -> dict[str, Any]:
     """:func:`final_evaluation` of every snapshot and of the final policy, all from the same start states, and
-    their means; the model's actor is the final one again afterwards."""
+    their means; the model's actor is the final one again afterwards, even after an error (the script goes on to
+    profile the trained model)."""
     final_weights = copy.deepcopy(model.actor.state_dict())  # type: ignore[attr-defined]
     evaluations = []
-    for step, weights in [*snapshots.load(), (snapshots.last_step, final_weights)]:
-        model.actor.load_state_dict(weights)  # type: ignore[attr-defined]
-        evaluations.append({"step": step, **final_evaluation(model, env_id, n_episodes, seed)})
-    model.actor.load_state_dict(final_weights)  # type: ignore[attr-defined]
+    try:
+        for step, weights in [*snapshots.load(), (snapshots.last_step, final_weights)]:
+            model.actor.load_state_dict(weights)  # type: ignore[attr-defined]
+            evaluations.append({"step": step, **final_evaluation(model, env_id, n_episodes, seed)})
+    finally:
+        model.actor.load_state_dict(final_weights)  # type: ignore[attr-defined]
     means = {key: float(np.mean([e[key] for e in evaluations])) for key in ("eval_return", "eval_cost", "eval_violations")}
-    return {**means, "eval_snapshots": evaluations}
+    return {**means, "snapshot_evaluations": evaluations}
 
 
 def plot(results: dict[str, dict[str, Any]], path: Path, env_id: str) -> None:
@@ -569,6 +594,7 @@ def plot(results: dict[str, dict[str, Any]], path: Path, env_id: str) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="SafeHopper-v0")
     parser.add_argument("--steps", type=int, default=30_000)
@@ -618,9 +644,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.steps <= args.learning_starts:
         parser.error("--steps must exceed --learning-starts (the timing covers the steps after the warm-up)")
-    if args.eval_snapshots < 1 or args.snapshot_every < 1 or (args.eval_snapshots - 1) * args.snapshot_every >= args.steps:
-        parser.error(f"--eval-snapshots {args.eval_snapshots} every --snapshot-every {args.snapshot_every} steps must "
-                     f"be at least 1 each and fit within --steps {args.steps}")
+    first_snapshot = args.steps - (args.eval_snapshots - 1) * args.snapshot_every
+    if args.eval_snapshots < 1 or args.snapshot_every < 1 or first_snapshot <= args.learning_starts:
+        parser.error(f"--eval-snapshots {args.eval_snapshots} every --snapshot-every {args.snapshot_every} steps must be "
+                     f"at least 1 each and start after --learning-starts {args.learning_starts} (the first would be "
+                     f"at step {first_snapshot})")
     if unknown := set(args.algos.split(",")) - set(ALGORITHMS):
         parser.error(f"--algos: unknown {sorted(unknown)}; choose from {sorted(ALGORITHMS)}")
     if args.background_model_fit and "sac" in args.algos.split(","):
@@ -630,6 +658,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Train and evaluate each of ``--algos``, write its result, and combine SMBPO's and SAC's when both exist."""
     args = parse_args(argv)
     algos = args.algos.split(",")
     th.set_num_threads(args.threads)
@@ -645,7 +674,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({algo: {k: v for k, v in result.items() if not isinstance(v, list)}}, indent=1))
         if args.eval_snapshots > 1:
             print(f"{algo} evaluation return per snapshot:",
-                  ", ".join(f"{e['step']}: {e['eval_return']:.1f}" for e in result["eval_snapshots"]))
+                  ", ".join(f"{e['step']}: {e['eval_return']:.1f}" for e in result["snapshot_evaluations"]))
     result_files = {algo: args.out_dir / f"{algo}_result.json" for algo in ALGORITHMS}
     if not all(path.exists() for path in result_files.values()):
         return

@@ -85,6 +85,7 @@ def segment(start: dict[str, Any], result: dict[str, Any], model: OffPolicyAlgor
         "flops_per_env_step": flops,
         "matmul_peak_flops_of_run": peak,
         "utilisation": flops / (wall_s / steps) / peak,
+        # The run's final evaluation (the mean over its snapshots with --eval-snapshots), not the stretch's own.
         "eval_return": result["eval_return"],
         "eval_violations_mean": result["eval_violations"],
         "run": result["run"],

@@ -1,8 +1,9 @@
 """How much one snapshot's evaluation says: evaluate every snapshot of a benchmark run continued for a while.
 
-``benchmarks/smbpo.py`` evaluates the policy of one step, the last. Training changes the policy ten times per env
-step, and its evaluation return can swing by more than a thousand within a few hundred steps
-(docs/benchmarks.md). This script continues a checkpoint of that benchmark (SMBPO or SB3 SAC: ``model.zip`` and
+``benchmarks/smbpo.py`` evaluates the policy of one step, the last, unless its run was made with
+``--eval-snapshots``. Training changes the policy ten times per env step, and its evaluation return can swing by
+more than a thousand within a few hundred steps (docs/benchmarks.md). This script continues a checkpoint of that
+benchmark (SMBPO or SB3 SAC: ``model.zip`` and
 ``replay_buffer.pkl``) for ``--steps`` env steps with the settings saved in it (SB3 SAC's denormal flushing,
 ``benchmarks/smbpo.py --sac-flush-denormals``, is not one of them), on the CPU, records every training episode
 that ends (length, return, fall), saves the actor's weights every ``--every`` steps, and then evaluates each

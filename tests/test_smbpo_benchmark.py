@@ -175,12 +175,26 @@ def test_results_from_different_settings_are_not_combined(tmp_path: Path) -> Non
     smbpo = {**sac, "run": {**sac["run"], "seed": 1}, "violations_after_warmup": 1, "eval_return": 300.0}
     with pytest.raises(ValueError, match="different settings"):
         bench.combined_report({"sac": sac, "smbpo": smbpo}, args, "cpu")
-    for other_evaluation in ({"eval_snapshots": 12}, {"snapshot_every": 100}, {"eval_episodes": 20}):
-        with pytest.raises(ValueError, match="different settings"):
-            bench.combined_report({"sac": sac, "smbpo": {**smbpo, "run": {**sac["run"], **other_evaluation}}}, args, "cpu")
     report = bench.combined_report({"sac": sac, "smbpo": {**smbpo, "run": sac["run"]}}, args, "cpu")
     assert report["violations_after_warmup_ratio_smbpo_over_sac"] == 0.25
     assert report["eval_return_ratio_smbpo_over_sac"] == 1.5
+    negative = bench.combined_report({"sac": {**sac, "eval_return": -150.0}, "smbpo": {**smbpo, "run": sac["run"]}},
+                                     args, "cpu")
+    assert np.isnan(negative["eval_return_ratio_smbpo_over_sac"])  # "x times SAC's" means nothing there
+
+
+def test_evaluation_settings_must_match_only_when_snapshots_are_evaluated(tmp_path: Path) -> None:
+    def run(**changes: object) -> dict:
+        return bench.run_settings(argparse.Namespace(**{**vars(tiny_args(tmp_path, resume=False)), **changes}), "sac")
+
+    # One snapshot: the settings of results written before --eval-snapshots existed, whatever --eval-episodes.
+    assert run() == run(eval_episodes=20, snapshot_every=100)
+    assert "eval_snapshots" not in run()
+    twelve = run(eval_snapshots=12)
+    for other in (run(), run(eval_snapshots=11), run(eval_snapshots=12, snapshot_every=100),
+                  run(eval_snapshots=12, eval_episodes=20)):
+        assert other != twelve
+    assert twelve == run(eval_snapshots=12)
 
 
 def test_sac_on_two_threads_pairs_with_smbpo_on_one_thread_and_a_background_fit(tmp_path: Path) -> None:
@@ -203,26 +217,46 @@ def assert_same_weights(first: dict[str, th.Tensor], second: dict[str, th.Tensor
     assert all(th.equal(first[name], second[name]) for name in first)
 
 
-def test_each_evaluated_snapshot_is_the_policy_a_run_stopped_at_its_step_ends_with(tmp_path: Path) -> None:
+@pytest.mark.parametrize("algo", ["sac", "smbpo"])
+def test_each_evaluated_snapshot_is_the_policy_a_run_stopped_at_its_step_ends_with(tmp_path: Path, algo: str) -> None:
     args = snapshot_args(tmp_path / "long", eval_snapshots=3, snapshot_every=50)
-    model, _ = bench.train("sac", args)
+    model, _ = bench.train(algo, args)
     final = actor_weights(model)
-    snapshots = bench.actor_snapshots("sac", args)
+    snapshots = bench.actor_snapshots(algo, args)
     assert snapshots.steps == [200, 250]
     saved = dict(snapshots.load())
-    stopped = {step: bench.train("sac", snapshot_args(tmp_path / str(step), steps=step))[0] for step in (200, 250)}
+    stopped = {step: bench.train(algo, snapshot_args(tmp_path / str(step), steps=step))[0] for step in (200, 250)}
     for step, short_run in stopped.items():
         assert_same_weights(saved[step], actor_weights(short_run))
 
     result = bench.snapshot_evaluation(model, snapshots, args.env, 2, args.seed)
 
-    assert [e["step"] for e in result["eval_snapshots"]] == [200, 250, 300]
-    for evaluated, short_run in zip(result["eval_snapshots"], stopped.values()):
+    assert [e["step"] for e in result["snapshot_evaluations"]] == [200, 250, 300]
+    for evaluated, short_run in zip(result["snapshot_evaluations"], stopped.values()):
         assert evaluated == {"step": evaluated["step"], **bench.final_evaluation(short_run, args.env, 2, args.seed)}
-    assert_same_weights(actor_weights(model), final)  # the final policy is restored after the snapshots
-    assert result["eval_snapshots"][-1] == {"step": 300, **bench.final_evaluation(model, args.env, 2, args.seed)}
+    assert_same_weights(actor_weights(model), final)
+    assert result["snapshot_evaluations"][-1] == {"step": 300, **bench.final_evaluation(model, args.env, 2, args.seed)}
     for key in ("eval_return", "eval_cost", "eval_violations"):
-        assert result[key] == pytest.approx(np.mean([e[key] for e in result["eval_snapshots"]]))
+        assert result[key] == pytest.approx(np.mean([e[key] for e in result["snapshot_evaluations"]]))
+
+
+def test_the_final_policy_is_restored_when_a_snapshot_evaluation_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = snapshot_args(tmp_path, eval_snapshots=3, snapshot_every=50)
+    model, _ = bench.train("sac", args)
+    final = actor_weights(model)
+    evaluated: list[dict[str, th.Tensor]] = []
+
+    def failing_evaluation(model, *_):  # type: ignore[no-untyped-def]
+        evaluated.append(actor_weights(model))
+        raise RuntimeError("evaluation failed")
+
+    monkeypatch.setattr(bench, "final_evaluation", failing_evaluation)
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        bench.snapshot_evaluation(model, bench.actor_snapshots("sac", args), args.env, 1, 0)
+    assert_same_weights(evaluated[0], dict(bench.actor_snapshots("sac", args).load())[200])
+    assert_same_weights(actor_weights(model), final)
 
 
 def test_a_run_stopped_inside_the_snapshot_window_keeps_the_snapshots_it_took(
@@ -235,33 +269,41 @@ def test_a_run_stopped_inside_the_snapshot_window_keeps_the_snapshots_it_took(
         if model.num_timesteps == 200:
             raise Interrupted
 
-    windowed = {"eval_snapshots": 3, "snapshot_every": 50, "checkpoint_every": 100}
+    windowed = {"eval_snapshots": 4, "snapshot_every": 50, "checkpoint_every": 100}  # snapshots at 150, 200, 250
     monkeypatch.setattr(bench.Checkpoint, "save", save_then_stop_at_200)
     with pytest.raises(Interrupted):
         bench.train("sac", snapshot_args(tmp_path, **windowed))
     monkeypatch.setattr(bench.Checkpoint, "save", save)
-    before_stop = bench.actor_snapshots("sac", snapshot_args(tmp_path, **windowed)).path(200).read_bytes()
+    snapshots = bench.actor_snapshots("sac", snapshot_args(tmp_path, **windowed))
+    taken_before_stop = snapshots.path(150).read_bytes()
+
+    snapshots.path(150).rename(tmp_path / "kept.pt")
+    with pytest.raises(FileNotFoundError, match=r"no actor snapshot of steps \[150\]"):
+        bench.train("sac", snapshot_args(tmp_path, **windowed, resume=True))  # refused before training
+    assert (tmp_path / "sac_checkpoint" / "latest").read_text() == "step_200"
+    (tmp_path / "kept.pt").rename(snapshots.path(150))
 
     model, _ = bench.train("sac", snapshot_args(tmp_path, **windowed, resume=True))
 
-    snapshots = bench.actor_snapshots("sac", snapshot_args(tmp_path, **windowed))
-    assert [step for step, _ in snapshots.load()] == [200, 250]
-    assert snapshots.path(200).read_bytes() == before_stop
-    assert len(bench.snapshot_evaluation(model, snapshots, "SafePendulum-v0", 1, 0)["eval_snapshots"]) == 3
+    assert model.num_timesteps == 300
+    assert [step for step, _ in snapshots.load()] == [150, 200, 250]
+    assert snapshots.path(150).read_bytes() == taken_before_stop
+    assert len(bench.snapshot_evaluation(model, snapshots, "SafePendulum-v0", 1, 0)["snapshot_evaluations"]) == 4
 
 
-def test_a_run_that_passed_the_window_without_snapshots_is_not_evaluated_as_if_it_had(tmp_path: Path) -> None:
-    model, _ = bench.train("sac", snapshot_args(tmp_path, checkpoint_every=100))
+def test_a_new_run_does_not_inherit_an_earlier_runs_snapshots(tmp_path: Path) -> None:
+    bench.train("sac", snapshot_args(tmp_path, checkpoint_every=100, eval_snapshots=3, snapshot_every=50))
+    assert bench.actor_snapshots("sac", snapshot_args(tmp_path, eval_snapshots=3, snapshot_every=50)).path(200).exists()
+    bench.train("sac", snapshot_args(tmp_path, checkpoint_every=100, seed=1))  # a new run without snapshots
     asked = snapshot_args(tmp_path, checkpoint_every=100, resume=True, eval_snapshots=3, snapshot_every=50)
-    model, _ = bench.train("sac", asked)  # the finished run: nothing more to train
     with pytest.raises(FileNotFoundError, match=r"no actor snapshot of steps \[200, 250\]"):
-        bench.snapshot_evaluation(model, bench.actor_snapshots("sac", asked), asked.env, 1, 0)
+        bench.train("sac", asked)
 
 
-def test_snapshot_arguments_must_fit_the_run() -> None:
+def test_snapshot_arguments_must_fit_the_run_after_the_warm_up() -> None:
     base = ["--steps", "600", "--learning-starts", "300"]
-    assert bench.parse_args([*base, "--eval-snapshots", "3", "--snapshot-every", "200"]).eval_snapshots == 3
-    for bad in (["--eval-snapshots", "4", "--snapshot-every", "200"], ["--eval-snapshots", "0"],
+    assert bench.parse_args([*base, "--eval-snapshots", "3", "--snapshot-every", "100"]).eval_snapshots == 3
+    for bad in (["--eval-snapshots", "3", "--snapshot-every", "150"], ["--eval-snapshots", "0"],
                 ["--snapshot-every", "0"]):
         with pytest.raises(SystemExit):
             bench.parse_args([*base, *bad])

@@ -6,6 +6,7 @@ user would after ``pip install``; the others exercise the same patches in-proces
 
 from __future__ import annotations
 
+import csv
 import inspect
 import json
 import os
@@ -33,7 +34,7 @@ from sb3_safe.zoo import (
     unavailable_algos,
 )
 from sb3_safe.zoo import registry
-from sb3_safe.zoo.callbacks import CostAwareTrialEvalCallback, cost_aware_objective
+from sb3_safe.zoo.callbacks import PENALTY_VARIABLE, CostAwareTrialEvalCallback, cost_aware_objective
 from sb3_safe.zoo.integration import explain_unavailable_algo, requested_algo
 from sb3_safe.zoo.samplers import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
 
@@ -78,6 +79,10 @@ def assert_ok(result: subprocess.CompletedProcess) -> None:
 def train_args(algo: str) -> list[str]:
     return ["--algo", algo, "--env", ENV_ID, "-n", N_STEPS, "--eval-freq", "-1", "--seed", "0",
             "--num-threads", "1", "-params", *TINY_PARAMS[algo]]
+
+
+def enjoy_args(algo: str) -> list[str]:
+    return ["--algo", algo, "--env", ENV_ID, "-f", "logs/", "-n", "20", "--no-render", "--num-threads", "1"]
 
 
 def skip_unless_trainable(algo: str) -> None:
@@ -379,13 +384,27 @@ def test_rl_zoo3_train_and_enjoy_ppo_lag(tmp_path: Path) -> None:
     config = yaml.unsafe_load((run_dir / ENV_ID / "config.yml").read_text())
     assert dict(config)["cost_limit"] == 0.3  # read from sb3-safe's hyperparams/ppo_lag.yml
     assert "ppo_lag.yml" in result.stdout
-    replay = run_python(
-        ["-m", "rl_zoo3.enjoy", "--algo", "ppo_lag", "--env", ENV_ID, "-f", "logs/", "-n", "20", "--no-render",
-         "--num-threads", "1"],
-        cwd=tmp_path,
-    )
+    replay = run_python(["-m", "rl_zoo3.enjoy", *enjoy_args("ppo_lag")], cwd=tmp_path)
     assert_ok(replay)
     assert f"logs/ppo_lag/{ENV_ID}_1/{ENV_ID}.zip" in replay.stdout
+
+
+def test_rl_zoo3_optimize_reports_the_cost_aware_value_of_a_lagrangian_trial(tmp_path: Path) -> None:
+    skip_unless_trainable("ppo_lag")
+    result = run_python(
+        ["-m", "rl_zoo3.train", "--algo", "ppo_lag", "--env", ENV_ID, "-n", "256", "--seed", "0", "--num-threads", "1",
+         "-optimize", "--n-trials", "1", "--n-jobs", "1", "--sampler", "random", "--pruner", "none",
+         "--n-evaluations", "1", "--eval-episodes", "1", "-params", "n_envs:1"],
+        cwd=tmp_path, extra_env={PENALTY_VARIABLE: "2.0"},
+    )
+    assert_ok(result)
+    (report,) = (tmp_path / "logs" / "ppo_lag").glob(f"report_{ENV_ID}_1-trials-256-random-none_*.csv")
+    with report.open() as file:
+        (trial,) = csv.DictReader(file)
+    assert trial["state"] == "COMPLETE" and trial["params_lag_update_rule"] in ("plain", "pid")
+    last = max(int(key.rpartition("_")[2]) for key in trial if key.startswith("user_attrs_mean_cost_"))
+    reward, cost = float(trial[f"user_attrs_mean_reward_{last}"]), float(trial[f"user_attrs_mean_cost_{last}"])
+    assert float(trial["value"]) == pytest.approx(cost_aware_objective(reward, cost, 0.3, 2.0), rel=1e-6)
 
 
 def trainable_reason(algo: str) -> str | None:
@@ -400,31 +419,41 @@ def trainable_reason(algo: str) -> str | None:
     return None
 
 
-# One fresh interpreter trains every other algorithm in turn through rl_zoo3.train.train(), registered
-# by the start-up hook exactly as for `python -m rl_zoo3.train` (one interpreter per algorithm would
-# spend most of the test time importing torch and rl_zoo3 again).
-BATCH_TRAIN_SCRIPT = """
-import json, sys, traceback
+# One fresh interpreter trains and then replays every other algorithm in turn through rl_zoo3.train.train() and
+# rl_zoo3.enjoy.enjoy(), registered by the start-up hook exactly as for `python -m rl_zoo3.train` and
+# `python -m rl_zoo3.enjoy` (one interpreter per command would spend most of the test time importing torch and
+# rl_zoo3 again). Each command's printed output is kept, or its traceback after "FAILED".
+BATCH_ZOO_SCRIPT = """
+import contextlib, io, json, sys, traceback
+from rl_zoo3.enjoy import enjoy
 from rl_zoo3.train import train
 results = {}
-for algo, arguments in json.loads(sys.argv[1]).items():
-    sys.argv = ["rl_zoo3.train", *arguments]
-    try:
-        train()
-        results[algo] = "ok"
-    except BaseException:
-        results[algo] = traceback.format_exc()
+for algo, commands in json.loads(sys.argv[1]).items():
+    results[algo] = {}
+    for name, main in (("train", train), ("enjoy", enjoy)):
+        sys.argv = ["rl_zoo3." + name, *commands[name]]
+        output = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(output):
+                main()
+            results[algo][name] = output.getvalue()
+        except BaseException:
+            results[algo][name] = "FAILED " + traceback.format_exc()
+            break
 print("RESULTS " + json.dumps(results))
 """
 
 
 @pytest.fixture(scope="module")
-def batch_training(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+def batch_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict[str, str]]]:
     workdir = tmp_path_factory.mktemp("zoo_batch")
-    commands = {algo: train_args(algo) for algo in ZOO_ALGOS if algo != "ppo_lag" and trainable_reason(algo) is None}
+    commands = {
+        algo: {"train": train_args(algo), "enjoy": enjoy_args(algo)}
+        for algo in ZOO_ALGOS if algo != "ppo_lag" and trainable_reason(algo) is None
+    }
     if not commands:
         return workdir, {}
-    result = run_python(["-c", BATCH_TRAIN_SCRIPT, json.dumps(commands)], cwd=workdir)
+    result = run_python(["-c", BATCH_ZOO_SCRIPT, json.dumps(commands)], cwd=workdir)
     assert_ok(result)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULTS ")]
     assert lines, result.stdout[-3000:]
@@ -432,13 +461,17 @@ def batch_training(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict
 
 
 @pytest.mark.parametrize("algo", [name for name in ZOO_ALGOS if name != "ppo_lag"])
-def test_rl_zoo3_train_every_available_algorithm(algo: str, batch_training: tuple[Path, dict[str, str]]) -> None:
+def test_rl_zoo3_train_and_enjoy_every_available_algorithm(
+    algo: str, batch_runs: tuple[Path, dict[str, dict[str, str]]]
+) -> None:
     reason = trainable_reason(algo)
     if reason is not None:
         pytest.skip(reason)
-    workdir, results = batch_training
-    assert results[algo] == "ok", results[algo]
+    workdir, results = batch_runs
+    for command in ("train", "enjoy"):
+        assert not results[algo][command].startswith("FAILED"), results[algo][command]
     assert (workdir / "logs" / algo / f"{ENV_ID}_1" / f"{ENV_ID}.zip").is_file()
+    assert f"logs/{algo}/{ENV_ID}_1/{ENV_ID}.zip" in results[algo]["enjoy"]  # enjoy replayed the trained model
 
 
 def test_explicit_entry_point_works_without_the_hook(tmp_path: Path) -> None:
