@@ -14,6 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+import yaml
 import torch as th
 from stable_baselines3.common.logger import KVWriter, Logger
 
@@ -701,6 +702,20 @@ def test_zoo_train_command(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "smbpo.yml" in result.stdout
     assert (tmp_path / "logs" / "smbpo" / "SafePendulum-v0_1" / "SafePendulum-v0.zip").is_file()
+
+
+def test_zoo_trains_smbpo_on_safe_hopper_with_the_papers_entry(tmp_path: Path) -> None:
+    """The issue's command as a user types it, shortened to 300 steps (all inside the paper's 5000-step warm-up)."""
+    args = [sys.executable, "-m", "rl_zoo3.train", "--algo", "smbpo", "--env", "SafeHopper-v0", "-n", "300",
+            "--eval-freq", "-1", "--seed", "0", "--num-threads", "1"]
+    result = subprocess.run(args, cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "logs" / "smbpo" / "SafeHopper-v0_1"
+    assert (run_dir / "SafeHopper-v0.zip").is_file()
+    config = dict(yaml.unsafe_load((run_dir / "SafeHopper-v0" / "config.yml").read_text()))
+    assert config["model_initial_gradient_steps"] == 10_000 and config["rollout_batch_size"] == 100
+    assert config["learning_starts"] == 5000 and config["actor_learning_rate"] == 1e-4
 
 
 # ----------------------------------------------------------------------------- benchmark helpers
