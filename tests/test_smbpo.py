@@ -14,8 +14,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
-import yaml
 import torch as th
+import yaml
 from stable_baselines3.common.logger import KVWriter, Logger
 
 import sb3_safe  # noqa: F401 - registers the safe envs
