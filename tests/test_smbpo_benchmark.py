@@ -31,9 +31,8 @@ def tiny_args(out_dir: Path, resume: bool) -> argparse.Namespace:
     )
 
 
-def test_interrupted_run_resumes_from_its_last_checkpoint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def train_until_stopped_at_200(args: argparse.Namespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train SAC with ``args`` and stop it as if interrupted right after its checkpoint at step 200."""
     save = bench.Checkpoint.save
 
     def save_then_stop_at_200(self, model, trace) -> None:  # type: ignore[no-untyped-def]
@@ -41,13 +40,19 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(
         if model.num_timesteps == 200:
             raise Interrupted
 
-    monkeypatch.setattr(bench.Checkpoint, "save", save_then_stop_at_200)
-    with pytest.raises(Interrupted):
-        bench.train("sac", tiny_args(tmp_path, resume=False))
+    with monkeypatch.context() as patched:
+        patched.setattr(bench.Checkpoint, "save", save_then_stop_at_200)
+        with pytest.raises(Interrupted):
+            bench.train("sac", args)
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train_until_stopped_at_200(tiny_args(tmp_path, resume=False), monkeypatch)
     folder = tmp_path / "sac_checkpoint"
     assert (folder / "latest").read_text() == "step_200"
     assert not (folder / "step_100").exists()  # the previous checkpoint is removed once the new one is complete
-    monkeypatch.setattr(bench.Checkpoint, "save", save)
 
     capsys.readouterr()
     model, trace = bench.train("sac", tiny_args(tmp_path, resume=True))
@@ -262,18 +267,8 @@ def test_the_final_policy_is_restored_when_a_snapshot_evaluation_fails(
 def test_a_run_stopped_inside_the_snapshot_window_keeps_the_snapshots_it_took(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    save = bench.Checkpoint.save
-
-    def save_then_stop_at_200(self, model, trace) -> None:  # type: ignore[no-untyped-def]
-        save(self, model, trace)
-        if model.num_timesteps == 200:
-            raise Interrupted
-
     windowed = {"eval_snapshots": 4, "snapshot_every": 50, "checkpoint_every": 100}  # snapshots at 150, 200, 250
-    monkeypatch.setattr(bench.Checkpoint, "save", save_then_stop_at_200)
-    with pytest.raises(Interrupted):
-        bench.train("sac", snapshot_args(tmp_path, **windowed))
-    monkeypatch.setattr(bench.Checkpoint, "save", save)
+    train_until_stopped_at_200(snapshot_args(tmp_path, **windowed), monkeypatch)
     snapshots = bench.actor_snapshots("sac", snapshot_args(tmp_path, **windowed))
     taken_before_stop = snapshots.path(150).read_bytes()
 
