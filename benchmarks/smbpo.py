@@ -649,9 +649,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--eval-snapshots {args.eval_snapshots} every --snapshot-every {args.snapshot_every} steps must be "
                      f"at least 1 each and start after --learning-starts {args.learning_starts} (the first would be "
                      f"at step {first_snapshot})")
-    if unknown := set(args.algos.split(",")) - set(ALGORITHMS):
+    algos = args.algos.split(",")
+    if unknown := set(algos) - set(ALGORITHMS):
         parser.error(f"--algos: unknown {sorted(unknown)}; choose from {sorted(ALGORITHMS)}")
-    if args.background_model_fit and "sac" in args.algos.split(","):
+    if args.background_model_fit and "sac" in algos:
         parser.error("--background-model-fit: SMBPO then occupies --threads + 1 cores, so its SAC pair runs in its "
                      "own process with one more thread: --algos smbpo here, --algos sac --threads N+1 separately")
     return args
