@@ -17,8 +17,11 @@ SMBPO's is the paper's 1e-4 (its default ``actor_learning_rate``), SAC's SB3's 3
   final policy), each over the same start states, and their means: one snapshot's return can swing by more
   than a thousand within a few hundred steps on SafeHopper-v0 (docs/benchmarks.md);
 * where SMBPO's time goes: ``--profile-steps`` more training steps of the trained SMBPO under
-  cProfile, split into SAC updates, model fits, model rollouts and the rest (env stepping,
-  acting, buffers, logging). Profiling slows Python, so these steps are not in the timings above.
+  cProfile (``--profiler cprofile``, the default), split into SAC updates, model fits, model rollouts and
+  the rest (env stepping, acting, buffers, logging); or under torch's profiler (``--profiler torch``),
+  the same split plus the torch operators' self times: the matmuls' share, the other operators' and the
+  time outside any operator (Python and dispatch), with the costliest operators listed. Profiling slows
+  Python, so these steps are not in the timings above.
 
 Usage (the real benchmark is >= 30,000 steps, about two hours on a GPU)::
 
@@ -47,7 +50,8 @@ import json
 import pstats
 import shutil
 import time
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +65,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from torch.profiler import ProfilerActivity, profile, record_function
 
 import sb3_safe  # noqa: F401 - registers the safe envs
 from sb3_safe.common.cost import read_vec_costs
@@ -307,11 +312,18 @@ def flops_per_env_step(
     return flops
 
 
-def profile_smbpo(model: SMBPO, steps: int) -> dict[str, float]:
+# The methods of SMBPO.train that do each part of its work: the parts both profilers report.
+SMBPO_PARTS = {"sac_updates": "_sac_update", "model_fits": "_maybe_fit_model", "model_rollouts": "model_rollouts"}
+# The kernels that do the FLOPs counted above: Linear layers become addmm (forward) and mm (backward), the ensemble's
+# batched members baddbmm / bmm.
+MATMUL_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation"})
+
+
+def profile_smbpo(model: SMBPO, steps: int) -> dict[str, Any]:
     """Share of the wall time of ``steps`` more training steps spent in each part of SMBPO's work.
 
-    cProfile's cumulative times of the functions that do each part: SAC's updates (``SAC.train`` or
-    ``fused_sac_train``), the model fits (``SMBPO._maybe_fit_model``; with ``--background-model-fit`` only
+    cProfile's cumulative times of the methods that do each part: SAC's updates (``SMBPO._sac_update``:
+    SB3's ``SAC.train`` or ``fused_sac_train``), the model fits (``SMBPO._maybe_fit_model``; with ``--background-model-fit`` only
     the main thread's share of them: waiting for a fit that has not finished and copying the data for the
     next) and the model rollouts (``SMBPO.model_rollouts``); the rest is env stepping, acting, buffer writes
     and logging.
@@ -325,15 +337,109 @@ def profile_smbpo(model: SMBPO, steps: int) -> dict[str, float]:
     def seconds(name: str, path_end: str) -> float:
         return sum(t for (path, fn), t in cumulative.items() if fn == name and path.endswith(path_end))
 
-    parts = {
-        "sac_updates": seconds("train", "sac/sac.py") + seconds("fused_sac_train", "common/sac_update.py"),
-        "model_fits": seconds("_maybe_fit_model", "smbpo/smbpo.py"),
-        "model_rollouts": seconds("model_rollouts", "smbpo/smbpo.py"),
-    }
+    parts = {part: seconds(name, "smbpo/smbpo.py") for part, name in SMBPO_PARTS.items()}
     parts["env_acting_buffers_logging"] = total - sum(parts.values())
-    return {"profiled_steps": steps, "wall_s": total, **{f"share_{k}": v / total for k, v in parts.items()}}
+    return {"profiler": "cprofile", "profiled_steps": steps, "wall_s": total,
+            **{f"share_{k}": v / total for k, v in parts.items()}}
 
 
+@dataclass
+class RecordedRange:
+    """One operator's (or labelled range's) calls in a torch profile: their total and self times in seconds."""
+
+    total_s: float = 0.0
+    self_s: float = 0.0
+    calls: int = 0
+
+
+def recorded_ranges(prof: profile) -> dict[str, RecordedRange]:
+    """Total and self time of every operator and labelled range the profiler recorded, by name.
+
+    Read from the raw events rather than ``prof.key_averages()``, which first builds a Python object tree of
+    every event: about 0.4 ms per event here, minutes and gigabytes for the million operator calls of 250
+    SMBPO steps, where a stack over the events sorted by start takes seconds. A range's self time is its
+    duration less that of the ranges directly inside it on the same thread.
+    """
+    by_thread: dict[int, list[tuple[int, int, str]]] = {}
+    for event in prof.profiler.kineto_results.events():
+        by_thread.setdefault(event.start_thread_id(), []).append((event.start_ns(), -event.duration_ns(), event.name()))
+    ranges: dict[str, RecordedRange] = {}
+    for events in by_thread.values():
+        open_ranges: list[tuple[int, RecordedRange]] = []  # (end in ns, range) of the ranges enclosing this one
+        for start, minus_duration, name in sorted(events):  # a parent before the children that start with it
+            duration_s = -minus_duration / 1e9
+            while open_ranges and open_ranges[-1][0] <= start:
+                open_ranges.pop()
+            recorded = ranges.setdefault(name, RecordedRange())
+            parent = open_ranges[-1][1] if open_ranges else None
+            if parent is not recorded:  # an operator re-dispatched under its own name is one call, as in torch's tables
+                if parent is not None:
+                    parent.self_s -= duration_s
+                recorded.total_s += duration_s
+                recorded.self_s += duration_s
+                recorded.calls += 1
+            open_ranges.append((start - minus_duration, recorded))
+    return ranges
+
+
+@contextmanager
+def labelled_methods(model: SMBPO, labels: dict[str, str]) -> Iterator[None]:
+    """Wrap each named method of ``model`` (this instance only) in a torch profiler range named by its label.
+
+    SMBPO has no profiler ranges of its own: they would cost every user a call per part and step, so the
+    benchmark adds them for the profiled steps only and removes them afterwards.
+    """
+
+    def labelled(label: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with record_function(label):
+                return method(*args, **kwargs)
+
+        return run
+
+    for label, name in labels.items():
+        setattr(model, name, labelled(label, getattr(model, name)))
+    try:
+        yield
+    finally:
+        for name in labels.values():
+            delattr(model, name)
+
+
+def torch_profile_smbpo(model: SMBPO, steps: int, top_ops: int = 15) -> dict[str, Any]:
+    """Where the wall time of ``steps`` more training steps goes, from torch's profiler.
+
+    The parts (``share_<part>``) are as in :func:`profile_smbpo`; beside them the operators' self times
+    split the same wall time into matmuls (``share_matmul_ops``, the work the utilisation counts), other
+    torch operators (``share_other_ops``: element-wise maths, optimiser steps, copies, indexing) and the
+    time outside any operator (``share_outside_ops``: Python, SB3, MuJoCo, dispatch, and the profiler's
+    own cost). The profiler records the main thread only: a background model fit shows as the main
+    thread's wait for it inside ``model_fits``.
+    """
+    with labelled_methods(model, SMBPO_PARTS), profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        model.learn(steps, reset_num_timesteps=False)
+        total = time.perf_counter() - start
+    ranges = recorded_ranges(prof)
+    part_s = {name: r.total_s for name, r in ranges.items() if name in SMBPO_PARTS}
+    op_self_s = {name: (r.self_s, r.calls) for name, r in ranges.items() if name not in SMBPO_PARTS}
+    matmul_s = sum(t for name, (t, _) in op_self_s.items() if name in MATMUL_OPS)
+    other_s = sum(t for name, (t, _) in op_self_s.items() if name not in MATMUL_OPS)
+    costliest = sorted(op_self_s.items(), key=lambda item: -item[1][0])[:top_ops]
+    return {
+        "profiler": "torch",
+        "profiled_steps": steps,
+        "wall_s": total,
+        **{f"share_{part}": part_s.get(part, 0.0) / total for part in SMBPO_PARTS},
+        "share_env_acting_buffers_logging": 1.0 - sum(part_s.values()) / total,
+        "share_matmul_ops": matmul_s / total,
+        "share_other_ops": other_s / total,
+        "share_outside_ops": 1.0 - (matmul_s + other_s) / total,
+        "top_ops": [{"name": name, "self_s": t, "calls": n, "share": t / total} for name, (t, n) in costliest],
+    }
+
+
+PROFILERS: dict[str, Callable[[SMBPO, int], dict[str, Any]]] = {"cprofile": profile_smbpo, "torch": torch_profile_smbpo}
 ALGORITHMS: dict[str, type[OffPolicyAlgorithm]] = {"sac": SAC, "smbpo": SMBPO}
 
 
@@ -493,7 +599,7 @@ def algorithm_result(algo: str, args: argparse.Namespace, peak: float, peak_bf16
         "utilisation": flops / per_step_s / peak_of_run if per_step_s > 0 else float("nan"),
     }
     if isinstance(model, SMBPO) and args.profile_steps > 0:
-        result["profile"] = profile_smbpo(model, args.profile_steps)
+        result["profile"] = PROFILERS[args.profiler](model, args.profile_steps)
     return result
 
 
@@ -633,7 +739,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="evaluate the policies of the last K steps --snapshot-every apart, the final one included, "
                              "and report their means (1: the final policy only)")
     parser.add_argument("--snapshot-every", type=int, default=250, help="env steps between the evaluated snapshots")
-    parser.add_argument("--profile-steps", type=int, default=250, help="SMBPO steps under cProfile at the end (0: none; 250 = one model fit)")
+    parser.add_argument("--profile-steps", type=int, default=250, help="SMBPO steps profiled at the end (0: none; 250 = one model fit)")
+    parser.add_argument("--profiler", choices=sorted(PROFILERS), default="cprofile",
+                        help="cprofile: the split into SMBPO's parts; torch: the same plus the torch operators' self times")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--peak-size", type=int, default=2048, help="matrix size of the matmul micro-benchmark")

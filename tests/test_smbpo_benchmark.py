@@ -302,3 +302,37 @@ def test_snapshot_arguments_must_fit_the_run_after_the_warm_up() -> None:
                 ["--snapshot-every", "0"]):
         with pytest.raises(SystemExit):
             bench.parse_args([*base, *bad])
+
+
+@pytest.fixture(scope="module")
+def trained_smbpo(tmp_path_factory: pytest.TempPathFactory) -> bench.SMBPO:
+    args = tiny_args(tmp_path_factory.mktemp("smbpo"), resume=False)
+    args.checkpoint_every = 0
+    return bench.train("smbpo", args)[0]
+
+
+@pytest.mark.parametrize("profiler", ["cprofile", "torch"])
+def test_both_profilers_split_smbpos_time_into_its_parts_and_leave_the_model_as_it_was(
+    trained_smbpo: bench.SMBPO, profiler: str
+) -> None:
+    model = trained_smbpo
+    steps_before = model.num_timesteps
+
+    profile = bench.PROFILERS[profiler](model, 40)
+
+    assert model.num_timesteps == steps_before + 40
+    assert profile["profiler"] == profiler and profile["wall_s"] > 0
+    part_keys = [f"share_{part}" for part in (*bench.SMBPO_PARTS, "env_acting_buffers_logging")]
+    assert sum(profile[key] for key in part_keys) == pytest.approx(1.0)
+    # 40 steps of one SAC update and 5 rollouts each; the model fit due at step 350 falls in the second profile.
+    assert profile["share_sac_updates"] > profile["share_model_rollouts"] > 0
+    assert (profile["share_model_fits"] > 0.05) == (steps_before < 350 <= model.num_timesteps)
+    assert not set(bench.SMBPO_PARTS.values()) & set(vars(model))  # the profiler's wrappers are gone
+    if profiler == "torch":
+        shares = [profile[f"share_{kind}"] for kind in ("matmul_ops", "other_ops", "outside_ops")]
+        assert sum(shares) == pytest.approx(1.0) and all(share > 0 for share in shares)
+        names = [op["name"] for op in profile["top_ops"]]
+        assert set(names) & bench.MATMUL_OPS and not set(names) & set(bench.SMBPO_PARTS)
+        assert profile["share_matmul_ops"] == pytest.approx(
+            sum(op["share"] for op in profile["top_ops"] if op["name"] in bench.MATMUL_OPS), rel=0.2
+        )
