@@ -65,7 +65,8 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from torch.profiler import ProfilerActivity, profile, record_function
+from torch import profiler as tprof
+from torch._C._profiler import _ExperimentalConfig
 
 import sb3_safe  # noqa: F401 - registers the safe envs
 from sb3_safe.common.cost import read_vec_costs
@@ -345,40 +346,50 @@ def profile_smbpo(model: SMBPO, steps: int) -> dict[str, Any]:
 
 @dataclass
 class RecordedRange:
-    """One operator's (or labelled range's) calls in a torch profile: their total and self times in seconds."""
+    """One name's ranges in a torch profile (an operator's calls, or a labelled range): total and self seconds."""
 
     total_s: float = 0.0
     self_s: float = 0.0
     calls: int = 0
 
 
-def recorded_ranges(prof: profile) -> dict[str, RecordedRange]:
-    """Total and self time of every operator and labelled range the profiler recorded, by name.
+def recorded_ranges(prof: tprof.profile) -> dict[int, dict[str, RecordedRange]]:
+    """Total and self time of every operator and labelled range the profiler recorded, by thread and name.
 
     Read from the raw events rather than ``prof.key_averages()``, which first builds a Python object tree of
     every event: about 0.4 ms per event here, minutes and gigabytes for the million operator calls of 250
     SMBPO steps, where a stack over the events sorted by start takes seconds. A range's self time is its
-    duration less that of the ranges directly inside it on the same thread.
+    duration less that of the ranges directly inside it on the same thread. A range directly inside one of
+    the same name (an operator re-dispatched under its own name) counts as part of that call; torch's tables
+    merge such a pair only when the inner range is the outer's only child.
     """
     by_thread: dict[int, list[tuple[int, int, str]]] = {}
     for event in prof.profiler.kineto_results.events():
-        by_thread.setdefault(event.start_thread_id(), []).append((event.start_ns(), -event.duration_ns(), event.name()))
+        if event.device_type() == th.autograd.DeviceType.CPU and event.name() != "[memory]":
+            by_thread.setdefault(event.start_thread_id(), []).append(
+                (event.start_ns(), -event.duration_ns(), event.name())
+            )
+    return {thread: thread_ranges(events) for thread, events in by_thread.items()}
+
+
+def thread_ranges(events: list[tuple[int, int, str]]) -> dict[str, RecordedRange]:
+    """:func:`recorded_ranges` of one thread's ``(start_ns, -duration_ns, name)`` events."""
     ranges: dict[str, RecordedRange] = {}
-    for events in by_thread.values():
-        open_ranges: list[tuple[int, RecordedRange]] = []  # (end in ns, range) of the ranges enclosing this one
-        for start, minus_duration, name in sorted(events):  # a parent before the children that start with it
+    open_ranges: list[tuple[int, RecordedRange]] = []  # (end in ns, range) of the ranges enclosing this one
+    for start, minus_duration, name in sorted(events):  # a parent before the children that start with it
+        end = start - minus_duration
+        while open_ranges and (open_ranges[-1][0] <= start or open_ranges[-1][0] < end):  # ended, or not enclosing
+            open_ranges.pop()
+        recorded = ranges.setdefault(name, RecordedRange())
+        parent = open_ranges[-1][1] if open_ranges else None
+        if parent is not recorded:
             duration_s = -minus_duration / 1e9
-            while open_ranges and open_ranges[-1][0] <= start:
-                open_ranges.pop()
-            recorded = ranges.setdefault(name, RecordedRange())
-            parent = open_ranges[-1][1] if open_ranges else None
-            if parent is not recorded:  # an operator re-dispatched under its own name is one call, as in torch's tables
-                if parent is not None:
-                    parent.self_s -= duration_s
-                recorded.total_s += duration_s
-                recorded.self_s += duration_s
-                recorded.calls += 1
-            open_ranges.append((start - minus_duration, recorded))
+            if parent is not None:
+                parent.self_s -= duration_s
+            recorded.total_s += duration_s
+            recorded.self_s += duration_s
+            recorded.calls += 1
+        open_ranges.append((end, recorded))
     return ranges
 
 
@@ -387,55 +398,88 @@ def labelled_methods(model: SMBPO, labels: dict[str, str]) -> Iterator[None]:
     """Wrap each named method of ``model`` (this instance only) in a torch profiler range named by its label.
 
     SMBPO has no profiler ranges of its own: they would cost every user a call per part and step, so the
-    benchmark adds them for the profiled steps only and removes them afterwards.
+    benchmark adds them for the profiled steps only and puts the instance's attributes back afterwards.
     """
 
     def labelled(label: str, method: Callable[..., Any]) -> Callable[..., Any]:
         def run(*args: Any, **kwargs: Any) -> Any:
-            with record_function(label):
+            with tprof.record_function(label):
                 return method(*args, **kwargs)
 
         return run
 
-    for label, name in labels.items():
-        setattr(model, name, labelled(label, getattr(model, name)))
+    own_attributes = {name: vars(model)[name] for name in labels.values() if name in vars(model)}
     try:
+        for label, name in labels.items():
+            setattr(model, name, labelled(label, getattr(model, name)))
         yield
     finally:
         for name in labels.values():
-            delattr(model, name)
+            vars(model).pop(name, None)
+        vars(model).update(own_attributes)
+
+
+def operator_times(ranges: dict[str, RecordedRange], wall_s: float, top_ops: int) -> dict[str, Any]:
+    """The self times of one thread's torch operators (``aten::``) as shares of ``wall_s``: matmuls, the others,
+    and the costliest operators. The other ranges (autograd's engine and nodes, the optimisers' and our
+    labels) are Python and framework code, not operators."""
+    operators = {name: r for name, r in ranges.items() if name.startswith("aten::")}
+    matmul_s = sum(r.self_s for name, r in operators.items() if name in MATMUL_OPS)
+    costliest = sorted(operators.items(), key=lambda item: -item[1].self_s)[:top_ops]
+    return {
+        "share_matmul_ops": matmul_s / wall_s,
+        "share_other_ops": sum(r.self_s for name, r in operators.items() if name not in MATMUL_OPS) / wall_s,
+        "top_ops": [{"name": name, "self_s": r.self_s, "calls": r.calls, "share": r.self_s / wall_s}
+                    for name, r in costliest],
+    }
 
 
 def torch_profile_smbpo(model: SMBPO, steps: int, top_ops: int = 15) -> dict[str, Any]:
-    """Where the wall time of ``steps`` more training steps goes, from torch's profiler.
+    """Where the wall time of ``steps`` more training steps goes, from torch's profiler (CPU runs only).
 
-    The parts (``share_<part>``) are as in :func:`profile_smbpo`; beside them the operators' self times
-    split the same wall time into matmuls (``share_matmul_ops``, the work the utilisation counts), other
-    torch operators (``share_other_ops``: element-wise maths, optimiser steps, copies, indexing) and the
-    time outside any operator (``share_outside_ops``: Python, SB3, MuJoCo, dispatch, and the profiler's
-    own cost). The profiler records the main thread only: a background model fit shows as the main
-    thread's wait for it inside ``model_fits``.
+    The parts (``share_<part>``) are as in :func:`profile_smbpo`. Beside them, the main thread's time splits
+    into its operators' self times (:func:`operator_times`: ``share_matmul_ops``, the work the utilisation
+    counts, and ``share_other_ops``: element-wise maths, optimiser kernels, copies, indexing), its wait for
+    the model-fit thread (``share_waiting_for_model_fit``: the model-fit part's own time outside any range
+    inside it) and the rest (``share_outside_ops``: Python, SB3, MuJoCo, autograd's engine, dispatch and the
+    profiler's own cost). SMBPO fits its model in a thread of its own, synchronously or in the background:
+    that thread's operator times are under ``model_fit_thread``, as shares of the same wall time (in the
+    background they overlap the main thread's).
     """
-    with labelled_methods(model, SMBPO_PARTS), profile(activities=[ProfilerActivity.CPU]) as prof:
+    if model.device.type != "cpu":
+        raise ValueError(
+            f"--profiler torch splits the CPU time of torch's operators; on {model.device} an operator's CPU time "
+            "is its kernel launch, not its work: use --profiler cprofile there"
+        )
+    every_thread = _ExperimentalConfig(profile_all_threads=True)
+    with labelled_methods(model, SMBPO_PARTS), tprof.profile(
+        activities=[tprof.ProfilerActivity.CPU], experimental_config=every_thread
+    ) as prof:
         start = time.perf_counter()
         model.learn(steps, reset_num_timesteps=False)
-        total = time.perf_counter() - start
-    ranges = recorded_ranges(prof)
-    part_s = {name: r.total_s for name, r in ranges.items() if name in SMBPO_PARTS}
-    op_self_s = {name: (r.self_s, r.calls) for name, r in ranges.items() if name not in SMBPO_PARTS}
-    matmul_s = sum(t for name, (t, _) in op_self_s.items() if name in MATMUL_OPS)
-    other_s = sum(t for name, (t, _) in op_self_s.items() if name not in MATMUL_OPS)
-    costliest = sorted(op_self_s.items(), key=lambda item: -item[1][0])[:top_ops]
+        wall_s = time.perf_counter() - start
+    threads = recorded_ranges(prof)
+    main_thread = next(thread for thread, ranges in threads.items() if "sac_updates" in ranges)
+    main = threads.pop(main_thread)
+    fit_thread: dict[str, RecordedRange] = {}  # every other thread: the fit's (and intra-op workers with --threads > 1)
+    for ranges in threads.values():
+        for name, r in ranges.items():
+            merged = fit_thread.setdefault(name, RecordedRange())
+            merged.self_s += r.self_s
+            merged.calls += r.calls
+    main_operators = operator_times(main, wall_s, top_ops)
+    waiting_s = main["model_fits"].self_s if "model_fits" in main else 0.0
     return {
         "profiler": "torch",
         "profiled_steps": steps,
-        "wall_s": total,
-        **{f"share_{part}": part_s.get(part, 0.0) / total for part in SMBPO_PARTS},
-        "share_env_acting_buffers_logging": 1.0 - sum(part_s.values()) / total,
-        "share_matmul_ops": matmul_s / total,
-        "share_other_ops": other_s / total,
-        "share_outside_ops": 1.0 - (matmul_s + other_s) / total,
-        "top_ops": [{"name": name, "self_s": t, "calls": n, "share": t / total} for name, (t, n) in costliest],
+        "wall_s": wall_s,
+        **{f"share_{part}": main[part].total_s / wall_s if part in main else 0.0 for part in SMBPO_PARTS},
+        "share_env_acting_buffers_logging": 1.0 - sum(main[p].total_s for p in SMBPO_PARTS if p in main) / wall_s,
+        **main_operators,
+        "share_waiting_for_model_fit": waiting_s / wall_s,
+        "share_outside_ops": 1.0 - (main_operators["share_matmul_ops"] + main_operators["share_other_ops"]
+                                    + waiting_s / wall_s),
+        "model_fit_thread": operator_times(fit_thread, wall_s, top_ops),
     }
 
 
