@@ -20,6 +20,7 @@ from stable_baselines3.common.logger import KVWriter, Logger
 
 import sb3_safe  # noqa: F401 - registers the safe envs
 from sb3_safe import evaluate_safe_policy
+from sb3_safe.common import dynamics as dynamics_module
 from sb3_safe.common.cost import CostSignalError
 from sb3_safe.common.float_modes import denormals_flushed, flushes_denormals
 from sb3_safe.smbpo import SMBPO, SMBPOReplayBuffer, deterministic_penalty, stochastic_penalty
@@ -559,6 +560,22 @@ def test_sac_hidden_precision_trains_and_survives_save_load(
 def test_bad_sac_hidden_precision_settings_are_refused(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SMBPO("MlpPolicy", "SafePendulum-v0", **{**TINY, **settings})
+
+
+@pytest.mark.parametrize("name", ["model_precision", "sac_hidden_precision"])
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_warns_on_a_cpu_that_runs_its_matmuls_on_a_slow_path(
+    name: str, native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dynamics_module, "cpu_runs_bfloat16_matmuls_natively", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        SMBPO("MlpPolicy", "SafePendulum-v0", **TINY, fused_sac_update=True, **{name: "bfloat16"}, device="cpu")
+        SMBPO("MlpPolicy", "SafePendulum-v0", **TINY, fused_sac_update=True, device="cpu")  # float32: never
+    slow_path = [w for w in caught if "slow reference path" in str(w.message)]
+    assert len(slow_path) == (0 if native else 1)
+    if slow_path:
+        assert f"SMBPO: {name}='bfloat16'" in str(slow_path[0].message)
 
 
 def test_bfloat16_model_precision_trains_and_survives_save_load(tmp_path: Path) -> None:

@@ -30,7 +30,13 @@ from stable_baselines3.sac.policies import SACPolicy
 
 from sb3_safe.common.action_spaces import sac_action_space_checked
 from sb3_safe.common.cost import env_name, read_vec_costs
-from sb3_safe.common.dynamics import EnsembleFitResult, GaussianEnsemble, fit_ensemble, precision_dtype
+from sb3_safe.common.dynamics import (
+    EnsembleFitResult,
+    GaussianEnsemble,
+    fit_ensemble,
+    precision_dtype,
+    warn_if_bfloat16_is_slow,
+)
 from sb3_safe.common.float_modes import denormals_flushed
 from sb3_safe.common.sac_update import fused_sac_train, mlp_step_unsupported
 from sb3_safe.common.safety_stats import SafetyStats, SafetyStatsMixin
@@ -348,9 +354,10 @@ class SMBPO(SafetyStatsMixin, SAC):
             raise ValueError(
                 f"SMBPO: termination_fn must be None or a callable obs -> bool array, got {self.termination_fn!r}"
             )
-        precision_dtype(self.model_precision, "SMBPO: model_precision")
+        for name in ("model_precision", "sac_hidden_precision"):
+            precision_dtype(getattr(self, name), f"SMBPO: {name}")
+            warn_if_bfloat16_is_slow(getattr(self, name), self.device, f"SMBPO: {name}")
         precision = self.sac_hidden_precision
-        precision_dtype(precision, "SMBPO: sac_hidden_precision")
         if precision != "float32" and not self.fused_sac_update:
             raise ValueError(f"SMBPO: sac_hidden_precision={precision!r} needs fused_sac_update=True")
         self._check_penalty()
