@@ -11,7 +11,8 @@ SMBPO's is the paper's 1e-4 (its default ``actor_learning_rate``), SAC's SB3's 3
   rollouts and the amortised model fits), counted from the layer sizes;
 * the matmul peak of the device, measured with a torch micro-benchmark at the start of the run,
   and the resulting utilisation (FLOPs per env step / time per env step / float32 peak); the
-  bfloat16 peak is measured too, for runs with ``--model-precision bfloat16``;
+  bfloat16 peak is measured too when the command asks for bfloat16 (``--model-precision`` or
+  ``--sac-hidden-precision``; NaN otherwise);
 * the final deterministic evaluation (mean return, cost and violations over ``--eval-episodes``); with
   ``--eval-snapshots K``, of the policies of the last K steps ``--snapshot-every`` apart (the last being the
   final policy), each over the same start states, and their means: one snapshot's return can swing by more
@@ -47,6 +48,7 @@ import argparse
 import copy
 import cProfile
 import json
+import math
 import pstats
 import shutil
 import time
@@ -820,7 +822,9 @@ def main(argv: list[str] | None = None) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
     peak = matmul_peak_flops(device, args.peak_size, repeats=5)
-    peak_bf16 = matmul_peak_flops(device, args.peak_size, repeats=5, dtype=th.bfloat16)
+    # Only when asked for: on a CPU without bfloat16 matmul support each of these matmuls takes about a minute.
+    asks_bfloat16 = "bfloat16" in (args.model_precision, args.sac_hidden_precision)
+    peak_bf16 = matmul_peak_flops(device, args.peak_size, repeats=5, dtype=th.bfloat16) if asks_bfloat16 else math.nan
     for algo in algos:
         result = algorithm_result(algo, args, peak, peak_bf16)
         (args.out_dir / f"{algo}_result.json").write_text(json.dumps(result, indent=1))

@@ -160,7 +160,9 @@ class SMBPO(SafetyStatsMixin, SAC):
     :param model_precision: ``"float32"`` (the paper) or ``"bfloat16"``: the dtype of the ensemble's
         hidden-to-hidden matmuls (mixed precision, see
         :class:`~sb3_safe.common.dynamics.GaussianEnsemble`); faster model fits on CPUs with bfloat16
-        matrix units (AMX) and on GPUs (rollouts compute in float32 either way)
+        matrix units (AMX) and on GPUs (rollouts compute in float32 either way). On a CPU without
+        AVX-512 (AVX2 only) torch runs bfloat16 matmuls hundreds of times slower than float32's, and
+        SMBPO warns
     :param background_model_fit: run the periodic model fits in a background thread, beside the SAC
         updates (a second CPU core; give torch one thread per core, ``torch.set_num_threads``). At
         each fit period the fit started one period earlier is waited for and swapped into the model
@@ -179,7 +181,8 @@ class SMBPO(SafetyStatsMixin, SAC):
         and the input and output layers stay float32; see
         :func:`~sb3_safe.common.sac_update.mlp_fused_sac_train`). Needs a policy that step supports (SB3's
         ``MlpPolicy`` with ReLU activations and its default optimisers; see
-        :func:`~sb3_safe.common.sac_update.mlp_step_unsupported`). Not in the paper
+        :func:`~sb3_safe.common.sac_update.mlp_step_unsupported`). Not in the paper. Warns on a CPU
+        without AVX-512, as ``model_precision``
     :param _init_setup_model: whether to build the networks at creation
     """
 
