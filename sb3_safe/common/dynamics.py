@@ -76,8 +76,8 @@ def precision_dtype(precision: str, name: str) -> th.dtype:
 def cpu_runs_bfloat16_matmuls_natively() -> bool:
     """Whether torch's oneDNN backend runs bfloat16 matmuls on this CPU (x86: AVX-512 or AMX).
 
-    torch's own check; without that support bfloat16 matmuls take a reference path that measured 0.17
-    GFLOP/s against float32's 51 on an AVX2-only AMD EPYC (2026-12-07, docs/benchmarks.md)."""
+    torch's own check; without that support bfloat16 matmuls take a reference path that measured 0.29
+    GFLOP/s against float32's 75 on an AVX2-only AMD EPYC (2026-12-07, docs/benchmarks.md)."""
     return bool(th.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
