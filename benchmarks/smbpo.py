@@ -436,6 +436,13 @@ def operator_times(ranges: dict[str, RecordedRange], wall_s: float, top_ops: int
     }
 
 
+def every_thread_config() -> _ExperimentalConfig:
+    """The torch profiler setting that records every thread, not only the one that starts it: SMBPO's model
+    fits run in a thread of their own. A private, experimental torch option (torch >= 2.7); on an older torch this
+    raises ``TypeError``, which ``main`` meets before training."""
+    return _ExperimentalConfig(profile_all_threads=True)
+
+
 def torch_profile_smbpo(model: SMBPO, steps: int, top_ops: int = 15) -> dict[str, Any]:
     """Where the wall time of ``steps`` more training steps goes, from torch's profiler (CPU runs only).
 
@@ -453,17 +460,18 @@ def torch_profile_smbpo(model: SMBPO, steps: int, top_ops: int = 15) -> dict[str
             f"--profiler torch splits the CPU time of torch's operators; on {model.device} an operator's CPU time "
             "is its kernel launch, not its work: use --profiler cprofile there"
         )
-    every_thread = _ExperimentalConfig(profile_all_threads=True)
     with labelled_methods(model, SMBPO_PARTS), tprof.profile(
-        activities=[tprof.ProfilerActivity.CPU], experimental_config=every_thread
+        activities=[tprof.ProfilerActivity.CPU], experimental_config=every_thread_config()
     ) as prof:
         start = time.perf_counter()
         model.learn(steps, reset_num_timesteps=False)
         wall_s = time.perf_counter() - start
     threads = recorded_ranges(prof)
-    main_thread = next(thread for thread, ranges in threads.items() if "sac_updates" in ranges)
+    main_thread = next((thread for thread, ranges in threads.items() if "sac_updates" in ranges), None)
+    if main_thread is None:
+        raise ValueError(f"the {steps} profiled steps made no SAC update (--gradient-steps 0?): nothing to split")
     main = threads.pop(main_thread)
-    fit_thread: dict[str, RecordedRange] = {}  # every other thread: the fit's (and intra-op workers with --threads > 1)
+    fit_thread: dict[str, RecordedRange] = {}  # every other thread, merged: in SMBPO only the model fit's records any
     for ranges in threads.values():
         for name, r in ranges.items():
             merged = fit_thread.setdefault(name, RecordedRange())
@@ -819,10 +827,15 @@ def main(argv: list[str] | None = None) -> None:
     th.set_num_threads(args.threads)
     device = th.device("cuda" if args.device == "auto" and th.cuda.is_available() else
                        ("cpu" if args.device == "auto" else args.device))
+    if args.profiler == "torch" and args.profile_steps > 0:
+        if device.type != "cpu":  # refused now rather than after hours of training
+            raise SystemExit(f"--profiler torch splits CPU operator time; the run is on {device}: use --profiler cprofile")
+        every_thread_config()
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
     peak = matmul_peak_flops(device, args.peak_size, repeats=5)
-    # Only when asked for: on a CPU without bfloat16 matmul support each of these matmuls takes about a minute.
+    # Only when the command asks for it (a resumed bfloat16 run repeats the flag to get it): on a CPU without
+    # bfloat16 matmul support each of these matmuls takes about a minute.
     asks_bfloat16 = "bfloat16" in (args.model_precision, args.sac_hidden_precision)
     peak_bf16 = matmul_peak_flops(device, args.peak_size, repeats=5, dtype=th.bfloat16) if asks_bfloat16 else math.nan
     for algo in algos:

@@ -304,42 +304,33 @@ def test_snapshot_arguments_must_fit_the_run_after_the_warm_up() -> None:
             bench.parse_args([*base, *bad])
 
 
-@pytest.fixture(scope="module")
-def trained_smbpo(tmp_path_factory: pytest.TempPathFactory) -> bench.SMBPO:
-    args = tiny_args(tmp_path_factory.mktemp("smbpo"), resume=False)
-    args.checkpoint_every = 0
-    model = bench.train("smbpo", args)[0]
-    assert isinstance(model, bench.SMBPO)
-    return model
-
-
 @pytest.mark.parametrize("profiler", ["cprofile", "torch"])
 def test_both_profilers_split_smbpos_time_into_its_parts_and_leave_the_model_as_it_was(
-    trained_smbpo: bench.SMBPO, profiler: str
+    tmp_path: Path, profiler: str
 ) -> None:
-    model = trained_smbpo
-    steps_before = model.num_timesteps
+    args = tiny_args(tmp_path, resume=False)
+    args.steps, args.checkpoint_every = 330, 0
+    model = bench.train("smbpo", args)[0]
+    assert isinstance(model, bench.SMBPO)
 
     profile = bench.PROFILERS[profiler](model, 40)
 
-    assert model.num_timesteps == steps_before + 40
+    assert model.num_timesteps == 370
     assert profile["profiler"] == profiler and profile["wall_s"] > 0
-    # 40 steps of one SAC update and 5 rollouts each; the model fit due at step 350 falls in the second profile.
-    fitted = steps_before < 350 <= model.num_timesteps
+    # 40 steps of one SAC update and 5 rollouts each, and the model fit due at step 350 (synchronous here).
     assert profile["share_sac_updates"] > profile["share_model_rollouts"] > 0
     assert profile["share_env_acting_buffers_logging"] > 0
-    assert (profile["share_model_fits"] > 0.05) == fitted
+    assert profile["share_model_fits"] > 0.05
     assert not set(bench.SMBPO_PARTS.values()) & set(vars(model))  # the profiler's wrappers are gone
     if profiler == "torch":
         assert 0 < profile["share_matmul_ops"] < profile["share_sac_updates"] + profile["share_model_rollouts"]
         assert profile["share_other_ops"] > 0 and profile["share_outside_ops"] > 0
-        assert all(op["name"].startswith("aten::") for op in profile["top_ops"])
         assert {"aten::addmm", "aten::mm"} <= {op["name"] for op in profile["top_ops"]}
         # The ensemble's matmuls run in SMBPO's model-fit thread, which the profiler records too.
         fit_thread = profile["model_fit_thread"]
-        assert (fit_thread["share_matmul_ops"] > 0) == fitted
-        assert ("aten::bmm" in {op["name"] for op in fit_thread["top_ops"]}) == fitted
-        assert (profile["share_waiting_for_model_fit"] > 0.01) == fitted
+        assert fit_thread["share_matmul_ops"] > 0
+        assert "aten::bmm" in {op["name"] for op in fit_thread["top_ops"]}
+        assert profile["share_waiting_for_model_fit"] > 0.01
 
 
 def test_profiled_ranges_self_times_subtract_the_ranges_directly_inside_them_on_their_own_thread() -> None:
@@ -348,6 +339,7 @@ def test_profiled_ranges_self_times_subtract_the_ranges_directly_inside_them_on_
         (1, 0, 100, "sac_updates"), (1, 10, 40, "aten::linear"), (1, 12, 38, "aten::addmm"),
         (1, 50, 60, "aten::add_"), (1, 60, 70, "aten::add_"), (1, 80, 95, "aten::sum"), (1, 81, 90, "aten::sum"),
         (1, 82, 85, "aten::fill_"), (2, 20, 30, "aten::bmm"), (1, 200, 210, "[memory]"),
+        (3, 0, 10, "aten::add"), (3, 5, 15, "aten::mul"), (1, 20, 30, "kernel on the GPU"),
     ]
 
     class Event:
@@ -356,7 +348,8 @@ def test_profiled_ranges_self_times_subtract_the_ranges_directly_inside_them_on_
             self.start_ns = lambda: start * ms
             self.duration_ns = lambda: (end - start) * ms
             self.name = lambda: name
-            self.device_type = lambda: th.autograd.DeviceType.CPU
+            on_gpu = name.endswith("GPU")
+            self.device_type = lambda: th.autograd.DeviceType.CUDA if on_gpu else th.autograd.DeviceType.CPU
 
     prof = argparse.Namespace(profiler=argparse.Namespace(
         kineto_results=argparse.Namespace(events=lambda: [Event(*e) for e in events])
@@ -367,7 +360,7 @@ def test_profiled_ranges_self_times_subtract_the_ranges_directly_inside_them_on_
         r = threads[thread][name]
         return round(r.total_s * 1e3, 6), round(r.self_s * 1e3, 6), r.calls
 
-    assert set(threads) == {1, 2} and "[memory]" not in threads[1]
+    assert set(threads) == {1, 2, 3} and not {"[memory]", "kernel on the GPU"} & set(threads[1])
     assert times(1, "sac_updates") == (100, 100 - 30 - 10 - 10 - 15, 1)
     assert times(1, "aten::linear") == (30, 4, 1)
     assert times(1, "aten::addmm") == (26, 26, 1)
@@ -375,6 +368,7 @@ def test_profiled_ranges_self_times_subtract_the_ranges_directly_inside_them_on_
     assert times(1, "aten::sum") == (15, 12, 1)  # re-dispatched under its own name: one call
     assert times(1, "aten::fill_") == (3, 3, 1)
     assert times(2, "aten::bmm") == (10, 10, 1)
+    assert times(3, "aten::add") == (10, 10, 1) and times(3, "aten::mul") == (10, 10, 1)  # overlapping, not nested
 
     shares = bench.operator_times(threads[1], 0.1, top_ops=2)
     assert shares["share_matmul_ops"] == pytest.approx(0.26)

@@ -74,11 +74,12 @@ def precision_dtype(precision: str, name: str) -> th.dtype:
 
 
 def cpu_runs_bfloat16_matmuls_natively() -> bool:
-    """Whether torch's oneDNN backend runs bfloat16 matmuls on this CPU (x86: AVX-512 or AMX).
+    """Whether torch's oneDNN backend runs bfloat16 matmuls on this CPU (x86: AVX-512 or AMX; not AVX2 alone).
 
-    torch's own check; without that support bfloat16 matmuls take a reference path that measured 0.29
-    GFLOP/s against float32's 75 on an AVX2-only AMD EPYC (2026-12-07, docs/benchmarks.md)."""
-    return bool(th.ops.mkldnn._is_mkldnn_bf16_supported())
+    torch's own check (a private operator, registered only in builds with oneDNN); without that support
+    bfloat16 matmuls take a reference path that measured 0.29 GFLOP/s against float32's 75 on an AVX2-only
+    AMD EPYC (2026-12-07, docs/benchmarks.md)."""
+    return th.backends.mkldnn.is_available() and bool(th.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def warn_if_bfloat16_is_slow(precision: str, device: th.device, name: str) -> None:

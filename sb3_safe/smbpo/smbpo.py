@@ -160,9 +160,9 @@ class SMBPO(SafetyStatsMixin, SAC):
     :param model_precision: ``"float32"`` (the paper) or ``"bfloat16"``: the dtype of the ensemble's
         hidden-to-hidden matmuls (mixed precision, see
         :class:`~sb3_safe.common.dynamics.GaussianEnsemble`); faster model fits on CPUs with bfloat16
-        matrix units (AMX) and on GPUs (rollouts compute in float32 either way). On a CPU without
-        AVX-512 (AVX2 only) torch runs bfloat16 matmuls hundreds of times slower than float32's, and
-        SMBPO warns
+        matrix units (AMX) and on GPUs (rollouts compute in float32 either way). On a CPU where
+        torch's oneDNN has no bfloat16 support (e.g. AVX2-only x86) torch runs bfloat16 matmuls hundreds
+        of times slower than float32's, and SMBPO warns
     :param background_model_fit: run the periodic model fits in a background thread, beside the SAC
         updates (a second CPU core; give torch one thread per core, ``torch.set_num_threads``). At
         each fit period the fit started one period earlier is waited for and swapped into the model
@@ -181,8 +181,8 @@ class SMBPO(SafetyStatsMixin, SAC):
         and the input and output layers stay float32; see
         :func:`~sb3_safe.common.sac_update.mlp_fused_sac_train`). Needs a policy that step supports (SB3's
         ``MlpPolicy`` with ReLU activations and its default optimisers; see
-        :func:`~sb3_safe.common.sac_update.mlp_step_unsupported`). Not in the paper. Warns on a CPU
-        without AVX-512, as ``model_precision``
+        :func:`~sb3_safe.common.sac_update.mlp_step_unsupported`). Not in the paper. Warns where bfloat16
+        is slow, as ``model_precision``
     :param _init_setup_model: whether to build the networks at creation
     """
 
@@ -359,10 +359,11 @@ class SMBPO(SafetyStatsMixin, SAC):
             )
         for name in ("model_precision", "sac_hidden_precision"):
             precision_dtype(getattr(self, name), f"SMBPO: {name}")
-            warn_if_bfloat16_is_slow(getattr(self, name), self.device, f"SMBPO: {name}")
         precision = self.sac_hidden_precision
         if precision != "float32" and not self.fused_sac_update:
             raise ValueError(f"SMBPO: sac_hidden_precision={precision!r} needs fused_sac_update=True")
+        for name in ("model_precision", "sac_hidden_precision"):
+            warn_if_bfloat16_is_slow(getattr(self, name), self.device, f"SMBPO: {name}")
         self._check_penalty()
         if self.n_steps != 1:
             raise ValueError("SMBPO does not support n-step returns (n_steps must be 1)")
