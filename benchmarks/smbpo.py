@@ -359,7 +359,7 @@ def recorded_ranges(prof: tprof.profile) -> dict[int, dict[str, RecordedRange]]:
     """Total and self time of every operator and labelled range the profiler recorded, by thread and name.
 
     Read from the raw events rather than ``prof.key_averages()``, which first builds a Python object tree of
-    every event: about 0.4 ms per event here, minutes and gigabytes for the million operator calls of 250
+    every event: about 0.4 ms per event here, minutes and gigabytes for the two million operator calls of 250
     SMBPO steps, where a stack over the events sorted by start takes seconds. A range's self time is its
     duration less that of the ranges directly inside it on the same thread. A range directly inside one of
     the same name (an operator re-dispatched under its own name) counts as part of that call; torch's tables
