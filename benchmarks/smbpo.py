@@ -436,10 +436,18 @@ def operator_times(ranges: dict[str, RecordedRange], wall_s: float, top_ops: int
     }
 
 
-def every_thread_config() -> _ExperimentalConfig:
-    """The torch profiler setting that records every thread, not only the one that starts it: SMBPO's model
-    fits run in a thread of their own. A private, experimental torch option (torch >= 2.7); on an older torch this
-    raises ``TypeError``, which ``main`` meets before training."""
+def torch_profiler_config(device: th.device) -> _ExperimentalConfig:
+    """The torch profiler setting that records every thread, not only the one that starts it (SMBPO's model
+    fits run in a thread of their own), for a run on ``device``; ``main`` asks for it before training, so that
+    an unsupported run is refused then rather than after hours.
+
+    A private, experimental torch option (torch >= 2.7); on an older torch this raises ``TypeError``. Refused
+    off the CPU: there an operator's CPU time is its kernel launch, not its work."""
+    if device.type != "cpu":
+        raise ValueError(
+            f"--profiler torch splits the CPU time of torch's operators; on {device} an operator's CPU time is its "
+            "kernel launch, not its work: use --profiler cprofile there"
+        )
     return _ExperimentalConfig(profile_all_threads=True)
 
 
@@ -455,13 +463,8 @@ def torch_profile_smbpo(model: SMBPO, steps: int, top_ops: int = 15) -> dict[str
     that thread's operator times are under ``model_fit_thread``, as shares of the same wall time (in the
     background they overlap the main thread's).
     """
-    if model.device.type != "cpu":
-        raise ValueError(
-            f"--profiler torch splits the CPU time of torch's operators; on {model.device} an operator's CPU time "
-            "is its kernel launch, not its work: use --profiler cprofile there"
-        )
     with labelled_methods(model, SMBPO_PARTS), tprof.profile(
-        activities=[tprof.ProfilerActivity.CPU], experimental_config=every_thread_config()
+        activities=[tprof.ProfilerActivity.CPU], experimental_config=torch_profiler_config(model.device)
     ) as prof:
         start = time.perf_counter()
         model.learn(steps, reset_num_timesteps=False)
@@ -828,9 +831,7 @@ def main(argv: list[str] | None = None) -> None:
     device = th.device("cuda" if args.device == "auto" and th.cuda.is_available() else
                        ("cpu" if args.device == "auto" else args.device))
     if args.profiler == "torch" and args.profile_steps > 0:
-        if device.type != "cpu":  # refused now rather than after hours of training
-            raise SystemExit(f"--profiler torch splits CPU operator time; the run is on {device}: use --profiler cprofile")
-        every_thread_config()
+        torch_profiler_config(device)
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
     peak = matmul_peak_flops(device, args.peak_size, repeats=5)
