@@ -99,16 +99,22 @@ FAST_KWARGS: dict[str, Any] = dict(
 )
 
 
-def deterministic_episode_cost(model: SAC) -> float:
+def deterministic_episode(model: SAC) -> tuple[float, float]:
+    """Return and cost of one episode of the policy's mode."""
     env = GreedyActionEnv()
     obs, _ = env.reset()
-    total_cost, done = 0.0, False
+    total_reward, total_cost, done = 0.0, 0.0, False
     while not done:
         action, _ = model.predict(obs, deterministic=True)
-        obs, _, terminated, truncated, info = env.step(action)
+        obs, reward, terminated, truncated, info = env.step(action)
+        total_reward += float(reward)
         total_cost += info["cost"]
         done = terminated or truncated
-    return total_cost
+    return total_reward, total_cost
+
+
+def deterministic_episode_cost(model: SAC) -> float:
+    return deterministic_episode(model)[1]
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +147,18 @@ def test_constrained_policy_costs_less_than_plain_sac(trained: tuple[SACLag, Lam
     assert sac_cost > COST_LIMIT, "plain SAC should take the costly greedy action on this task"
     assert sac_lag_cost <= COST_LIMIT
     assert sac_lag_cost < sac_cost
+
+
+def test_learns_a_good_return_within_the_budget() -> None:
+    # The multiplier binds the sampled policy, whose wide early actions cross 0.5 often: lambda overshoots
+    # (about 3 at 500 steps, the mode's return near 0) and settles by about 1,250 steps, the mode's return
+    # then 2.9-4.1 up to 3,000 steps (seed 0). A uniform random policy returns 0, one that avoids cost by
+    # always playing -1 returns -10, and the best return within the budget is 5.5 (a = 0.5 on nine steps, 1 on one).
+    model = SACLag("MlpPolicy", GreedyActionEnv(), cost_limit=COST_LIMIT, lagrangian_kwargs={"lr": 0.1}, **FAST_KWARGS)
+    model.learn(2000)
+    episode_return, episode_cost = deterministic_episode(model)
+    assert episode_cost <= COST_LIMIT
+    assert episode_return > 2.0
 
 
 def test_cost_critic_learns_that_large_actions_cost(trained: tuple[SACLag, LambdaRecorder, KeyRecorder]) -> None:
