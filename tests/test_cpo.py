@@ -12,7 +12,15 @@ import pytest
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
-from toy_envs import COST_LIMIT, LineEnv, ThreeChoiceEnv, make_env, mean_episode_return, read_csv_keys
+from toy_envs import (
+    COST_LIMIT,
+    LineEnv,
+    ThreeChoiceEnv,
+    assert_same_weights,
+    make_env,
+    mean_episode_return,
+    read_csv_keys,
+)
 
 from sb3_safe.common.cost import CostSignalError
 from sb3_safe.cpo import CPO, CPOCase, solve_cpo_subproblem
@@ -159,6 +167,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     model.save(tmp_path / "cpo")
     loaded = CPO.load(tmp_path / "cpo", env=make_env(), device="cpu")
     assert (loaded.cost_limit, loaded.target_kl, loaded.line_search_max_iter) == (COST_LIMIT, 0.05, 15)
+    assert_same_weights(model.policy, loaded.policy)
     np.testing.assert_array_equal(loaded.predict(observations, deterministic=True)[0], actions)
     loaded.learn(256, reset_num_timesteps=False)
 

@@ -16,6 +16,7 @@ from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback, StopTrainingOnMaxEpisodes
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv
+from toy_envs import assert_same_weights
 
 import sb3_safe  # noqa: F401 - registers the envs
 from sb3_safe.common.metrics import TrainingLog, mean_p_unsafe
@@ -372,8 +373,7 @@ def test_guss_agent_learns_logs_saves_and_loads(tmp_path: Path) -> None:
     path = tmp_path / "guss_agent"
     model.save(path)
     loaded = GuSS.load(path, env=PointNavEnv(length=20), descriptor=final_position)
-    for name, tensor in model.policy.state_dict().items():
-        assert th.equal(tensor, loaded.policy.state_dict()[name]), name
+    assert_same_weights(model.policy, loaded.policy)
     assert loaded.training_log == model.training_log and loaded.n_policies == 10
     obs = np.array([[0.5, 0.1]], dtype=np.float32)
     model.policy.planner.seed(3)
@@ -429,8 +429,7 @@ def test_baseline_agents_learn_predict_save_and_load_on_a_discrete_env(algo_clas
     model.save(tmp_path / "agent")
     loaded = algo_class.load(tmp_path / "agent", env=PointNavEnv(discrete=True, length=15))
     assert type(loaded) is algo_class and loaded.training_log == model.training_log
-    for name, tensor in model.policy.state_dict().items():
-        assert th.equal(tensor, loaded.policy.state_dict()[name]), name
+    assert_same_weights(model.policy, loaded.policy)
     obs = np.array([0.5, 0.1], np.float32)
     plans = []
     for agent in (model, loaded):

@@ -14,7 +14,15 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.policies import ActorCriticPolicy
-from toy_envs import COST_LIMIT, LineEnv, ThreeChoiceEnv, make_env, mean_episode_return, read_csv_keys
+from toy_envs import (
+    COST_LIMIT,
+    LineEnv,
+    ThreeChoiceEnv,
+    assert_same_weights,
+    make_env,
+    mean_episode_return,
+    read_csv_keys,
+)
 
 from sb3_safe.common.buffers import CostDictRolloutBuffer, CostRolloutBuffer
 from sb3_safe.common.cost import CostSignalError
@@ -122,6 +130,7 @@ def test_save_load_restores_lambda_and_actions(tmp_path: Path) -> None:
     loaded = PPOLag.load(tmp_path / "ppo_lag", env=make_env(), device="cpu")
     assert loaded.lagrange_value == pytest.approx(lam)
     assert loaded.cost_limit == COST_LIMIT
+    assert_same_weights(model.policy, loaded.policy)
     np.testing.assert_array_equal(loaded.predict(observations, deterministic=True)[0], actions)
     # The multiplier's optimiser state travels too: the next update is the same.
     assert loaded.lagrange_multiplier.update(5.0) == pytest.approx(model.lagrange_multiplier.update(5.0))

@@ -17,6 +17,7 @@ import pytest
 import torch as th
 import yaml
 from stable_baselines3.common.logger import KVWriter, Logger
+from toy_envs import assert_same_weights
 
 import sb3_safe  # noqa: F401 - registers the safe envs
 from sb3_safe import evaluate_safe_policy
@@ -117,6 +118,10 @@ def test_stochastic_penalty_hand_computed() -> None:
     # g = 0.81, qg = 0.648: alpha1 = (2 * 0.352 + 0.8) / 0.448 = 3.357142857;
     # alpha2 = (2 * 0.39 + 0.8) / 0.61 = 2.590163934
     assert stochastic_penalty(-1.0, 2.0, 0.9, 2, p=0.2, q=0.8) == pytest.approx(1.504 / 0.448)
+    # g = 0.9, qg = 0.09: alpha1 = (0.91 - 0.95) / 0.04 = -1; alpha2 = (1.0 - 0.95) / 0.85 = 1 / 17 wins
+    assert stochastic_penalty(1.0, 1.0, 0.9, 1, p=0.05, q=0.1) == pytest.approx(1.0 / 17.0)
+    # q = 1: alpha1 = alpha2 = (0.1 - 0.95) / 0.85 = -1, clipped at 0
+    assert stochastic_penalty(1.0, 1.0, 0.9, 1, p=0.05, q=1.0) == 0.0
 
 
 def test_stochastic_penalty_reduces_to_the_deterministic_bound() -> None:
@@ -496,8 +501,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     loaded = SMBPO.load(tmp_path / "smbpo", env=gym.make("SafePendulum-v0"))
     loaded.load_replay_buffer(tmp_path / "buffer")
 
-    for key, value in model.dynamics.state_dict().items():
-        assert th.equal(value, loaded.dynamics.state_dict()[key]), key
+    assert_same_weights(model.dynamics, loaded.dynamics)
     assert loaded.penalty_c == model.penalty_c and loaded.n_model_fits == model.n_model_fits
     assert loaded.replay_buffer.real_size() == model.replay_buffer.real_size() == 160
     assert loaded.replay_buffer.model_buffer.size() == model.replay_buffer.model_buffer.size() > 0
@@ -705,9 +709,6 @@ def test_background_model_fit_survives_save_load(tmp_path: Path) -> None:
 
 
 def test_zoo_train_command(tmp_path: Path) -> None:
-    registry = Path(__file__).resolve().parents[1] / "sb3_safe" / "zoo" / "registry.py"
-    if not registry.is_file():
-        pytest.skip("the sb3-safe zoo plug-in does not exist yet")
     args = [
         sys.executable, "-m", "rl_zoo3.train", "--algo", "smbpo", "--env", "SafePendulum-v0", "-n", "160",
         "--eval-freq", "-1", "--seed", "0", "--num-threads", "1", "-params", "learning_starts:100",

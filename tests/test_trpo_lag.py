@@ -13,7 +13,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
-from toy_envs import COST_LIMIT, LineEnv, make_env, mean_episode_return, read_csv_keys
+from toy_envs import COST_LIMIT, LineEnv, assert_same_weights, make_env, mean_episode_return, read_csv_keys
 
 from sb3_safe.common.cost import CostSignalError
 from sb3_safe.trpo_lag import TRPOLag
@@ -125,6 +125,7 @@ def test_save_load_restores_lambda_and_actions(tmp_path: Path) -> None:
 
     loaded = TRPOLag.load(tmp_path / "trpo_lag", env=make_env(), device="cpu")
     assert loaded.lagrange_value == pytest.approx(lam)
+    assert_same_weights(model.policy, loaded.policy)
     np.testing.assert_array_equal(loaded.predict(observations, deterministic=True)[0], actions)
     loaded.learn(256, reset_num_timesteps=False)
 

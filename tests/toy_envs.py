@@ -1,4 +1,4 @@
-"""Tiny deterministic envs with hand-checkable states, rewards and costs, and helpers to read results."""
+"""Tiny deterministic envs with hand-checkable states, rewards and costs, and helpers to read and compare results."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -121,3 +122,11 @@ def mean_episode_return(model: Any) -> float:
 def read_csv_keys(folder: Path) -> set[str]:
     with open(folder / "progress.csv", newline="") as handle:
         return set(next(csv.reader(handle)))
+
+
+def assert_same_weights(module: th.nn.Module, other: th.nn.Module) -> None:
+    """The two modules hold the same tensors under the same names (e.g. a model and its saved-and-loaded copy)."""
+    state, other_state = module.state_dict(), other.state_dict()
+    assert state.keys() == other_state.keys()
+    for name, tensor in state.items():
+        assert th.equal(tensor, other_state[name]), name
