@@ -114,6 +114,7 @@ def deterministic_episode(model: SAC) -> tuple[float, float]:
 
 
 def deterministic_episode_cost(model: SAC) -> float:
+    """Cost of one episode of the policy's mode."""
     return deterministic_episode(model)[1]
 
 
@@ -149,7 +150,7 @@ def test_constrained_policy_costs_less_than_plain_sac(trained: tuple[SACLag, Lam
     assert sac_lag_cost < sac_cost
 
 
-def test_learns_a_good_return_within_the_budget() -> None:
+def test_learns_a_good_return_within_the_cost_limit() -> None:
     # The multiplier binds the sampled policy, whose wide early actions cross 0.5 often: lambda overshoots
     # (about 3 at 500 steps, the mode's return near 0) and settles by about 1,250 steps, the mode's return
     # then 2.9-4.1 up to 3,000 steps (seed 0). A uniform random policy returns 0, one that avoids cost by

@@ -118,8 +118,8 @@ def test_stochastic_penalty_hand_computed() -> None:
     # g = 0.81, qg = 0.648: alpha1 = (2 * 0.352 + 0.8) / 0.448 = 3.357142857;
     # alpha2 = (2 * 0.39 + 0.8) / 0.61 = 2.590163934
     assert stochastic_penalty(-1.0, 2.0, 0.9, 2, p=0.2, q=0.8) == pytest.approx(1.504 / 0.448)
-    # g = 0.9, qg = 0.09: alpha1 = (0.91 - 0.95) / 0.04 = -1; alpha2 = (1.0 - 0.95) / 0.85 = 1 / 17 wins
-    assert stochastic_penalty(1.0, 1.0, 0.9, 1, p=0.05, q=0.1) == pytest.approx(1.0 / 17.0)
+    # g = 0.5, qg = 0.25: alpha1 = (0.75 - 0.9 * 0.9) / 0.15 = -0.4; alpha2 = (1.0 - 0.81) / 0.4 = 0.475 wins
+    assert stochastic_penalty(0.9, 1.0, 0.5, 1, p=0.1, q=0.5) == pytest.approx(0.475)
     # q = 1: alpha1 = alpha2 = (0.1 - 0.95) / 0.85 = -1, clipped at 0
     assert stochastic_penalty(1.0, 1.0, 0.9, 1, p=0.05, q=1.0) == 0.0
 

@@ -127,6 +127,6 @@ def read_csv_keys(folder: Path) -> set[str]:
 def assert_same_weights(module: th.nn.Module, other: th.nn.Module) -> None:
     """The two modules hold the same tensors under the same names (e.g. a model and its saved-and-loaded copy)."""
     state, other_state = module.state_dict(), other.state_dict()
-    assert state.keys() == other_state.keys()
+    assert state.keys() == other_state.keys(), f"tensors in only one: {sorted(state.keys() ^ other_state.keys())}"
     for name, tensor in state.items():
-        assert th.equal(tensor, other_state[name]), name
+        assert th.equal(tensor, other_state[name]), f"{name} differs"
