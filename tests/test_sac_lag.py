@@ -15,6 +15,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import KVWriter, Logger
+from toy_envs import assert_same_weights
 
 from sb3_safe.common.cost import CostSignalError
 from sb3_safe.common.replay_buffers import CostDictReplayBuffer, CostReplayBuffer
@@ -99,6 +100,11 @@ FAST_KWARGS: dict[str, Any] = dict(
 )
 
 
+def greedy_sac_lag() -> SACLag:
+    """The SACLag most tests train: GreedyActionEnv's budget, a multiplier step of 0.1, the fast settings."""
+    return SACLag("MlpPolicy", GreedyActionEnv(), cost_limit=COST_LIMIT, lagrangian_kwargs={"lr": 0.1}, **FAST_KWARGS)
+
+
 def deterministic_episode(model: SAC) -> tuple[float, float]:
     """Return and cost of one episode of the policy's mode."""
     env = GreedyActionEnv()
@@ -120,7 +126,7 @@ def deterministic_episode_cost(model: SAC) -> float:
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[SACLag, LambdaRecorder, KeyRecorder]:
-    model = SACLag("MlpPolicy", GreedyActionEnv(), cost_limit=COST_LIMIT, lagrangian_kwargs={"lr": 0.1}, **FAST_KWARGS)
+    model = greedy_sac_lag()
     recorder = KeyRecorder()
     model.set_logger(Logger(folder=None, output_formats=[recorder]))
     lambdas = LambdaRecorder()
@@ -155,7 +161,7 @@ def test_learns_a_good_return_within_the_cost_limit() -> None:
     # (about 3 at 500 steps, the mode's return near 0) and settles by about 1,250 steps, the mode's return
     # then 2.9-4.1 up to 3,000 steps (seed 0). A uniform random policy returns 0, one that avoids cost by
     # always playing -1 returns -10, and the best return within the budget is 5.5 (a = 0.5 on nine steps, 1 on one).
-    model = SACLag("MlpPolicy", GreedyActionEnv(), cost_limit=COST_LIMIT, lagrangian_kwargs={"lr": 0.1}, **FAST_KWARGS)
+    model = greedy_sac_lag()
     model.learn(2000)
     episode_return, episode_cost = deterministic_episode(model)
     assert episode_cost <= COST_LIMIT
@@ -221,10 +227,8 @@ def test_save_load_round_trip(trained: tuple[SACLag, LambdaRecorder, KeyRecorder
     assert loaded.lagrange_value == model.lagrange_value
     assert loaded.cost_limit == COST_LIMIT
     # The reward and cost critics, their target and their optimiser state all come back.
-    for saved, restored in zip(model.critic.parameters(), loaded.critic.parameters(), strict=True):
-        assert th.equal(saved, restored)
-    for saved, restored in zip(model.critic_target.parameters(), loaded.critic_target.parameters(), strict=True):
-        assert th.equal(saved, restored)
+    assert_same_weights(model.critic, loaded.critic)
+    assert_same_weights(model.critic_target, loaded.critic_target)
     saved_adam, restored_adam = model.critic.optimizer.state_dict()["state"], loaded.critic.optimizer.state_dict()["state"]
     assert saved_adam.keys() == restored_adam.keys() and len(saved_adam) > 0
     for key, state in saved_adam.items():
@@ -385,8 +389,7 @@ def test_fused_critic_equals_independent_mlps(n_critics: int) -> None:
         assert got.shape == (7, 1)
         th.testing.assert_close(got, want)
     # The target starts as an exact copy, and one optimiser trains every member.
-    for online, target in zip(critic.parameters(), model.critic_target.parameters(), strict=True):
-        assert th.equal(online, target)
+    assert_same_weights(critic, model.critic_target)
     optimised = {id(p) for group in critic.optimizer.param_groups for p in group["params"]}
     assert optimised == {id(p) for p in critic.parameters()}
 

@@ -684,9 +684,7 @@ def test_the_callers_setting_comes_back_when_an_update_raises(monkeypatch: pytes
 def test_background_model_fit_is_reproducible_whatever_the_thread_timing() -> None:
     runs = [SMBPO("MlpPolicy", "SafePendulum-v0", **TINY, background_model_fit=True).learn(260) for _ in range(2)]
     for module in ("dynamics", "rollout_dynamics", "actor"):
-        first, second = (getattr(run, module).state_dict() for run in runs)
-        for key, value in first.items():
-            assert th.equal(value, second[key]), f"{module}.{key}"
+        assert_same_weights(getattr(runs[0], module), getattr(runs[1], module))
 
 
 def test_background_model_fit_survives_save_load(tmp_path: Path) -> None:
@@ -698,8 +696,7 @@ def test_background_model_fit_survives_save_load(tmp_path: Path) -> None:
     loaded.load_replay_buffer(tmp_path / "buffer")
     assert loaded.background_model_fit and loaded.rollout_dynamics is not loaded.dynamics
     for module in ("dynamics", "rollout_dynamics"):
-        for key, value in getattr(model, module).state_dict().items():
-            assert th.equal(value, getattr(loaded, module).state_dict()[key]), f"{module}.{key}"
+        assert_same_weights(getattr(model, module), getattr(loaded, module))
     assert loaded._unapplied_fit == model._unapplied_fit and loaded.n_model_fits == 2
     loaded.learn(60, reset_num_timesteps=False)
     assert loaded.n_model_fits == 4  # the saved fit applied at step 251, the one started there at step 301
